@@ -1,0 +1,65 @@
+"""Execute the study's notebooks with papermill and render the Jupyter Book.
+
+``python -m autobuild_lib book [--profile smoke|full]`` runs every notebook
+of ``notebooks/`` in name order with the parameters of the top-level
+``_config.yml`` (see :mod:`autobuild_lib.config`), writes the executed copies
+to ``book/chapters/`` and then runs ``jupyter-book build book/``.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+from .config import load_study_config, notebook_parameters
+from .paths import BOOK_DIR, NOTEBOOK_DIR, STUDY_CONFIG
+
+KERNEL = "autobuild"
+
+
+def list_notebooks(directory: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
+    """Notebooks in name order, optionally restricted to names/stems in ``only``."""
+    books = sorted(directory.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {Path(o).stem for o in only}
+        unknown = wanted - {b.stem for b in books}
+        if unknown:
+            raise ValueError(f"unknown notebooks {sorted(unknown)}; available: {[b.stem for b in books]}")
+        books = [b for b in books if b.stem in wanted]
+    return books
+
+
+def execute_notebook(src: Path, dst: Path, config: Path = STUDY_CONFIG, progress: bool = True,
+                     **overrides) -> tuple[dict, float]:
+    """Execute one notebook into ``dst``; returns its parameters and wall seconds."""
+    cfg = load_study_config(config)
+    declared = set(pm.inspect_notebook(str(src)))
+    params = notebook_parameters(cfg, src.stem, declared, **overrides)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL,
+                        cwd=str(src.parent), progress_bar=progress)
+    return params, time.perf_counter() - start
+
+
+def build_book(profile: str | None = None, only: list[str] | None = None, render: bool = True,
+               out_dir: Path = BOOK_DIR / "chapters", config: Path = STUDY_CONFIG) -> list[dict]:
+    """Execute the notebooks into ``out_dir`` and render the book; returns a timing log."""
+    log = []
+    for nb in list_notebooks(only=only):
+        print(f"[book] executing {nb.name} (profile={profile or 'from _config.yml'})", flush=True)
+        params, secs = execute_notebook(nb, out_dir / nb.name, config=config, profile=profile)
+        log.append({"notebook": nb.name, "seconds": round(secs, 1), **params})
+        print(f"[book] {nb.name}: {secs:.1f} s", flush=True)
+    if render:
+        jb = Path(sys.executable).with_name("jupyter-book")
+        exe = str(jb) if jb.exists() else shutil.which("jupyter-book")
+        if exe is None:
+            raise RuntimeError("jupyter-book not found; run scripts/setup.sh")
+        subprocess.run([exe, "build", str(BOOK_DIR)], check=True)
+        print(f"[book] rendered: {BOOK_DIR / '_build' / 'html' / 'index.html'}")
+    return log
