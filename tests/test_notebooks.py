@@ -1,0 +1,77 @@
+"""Every notebook runs through the study's runner in the smoke profile, and the
+book renders from the executed copies."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from autobuild_lib.book import execute_notebook, list_notebooks
+from autobuild_lib.config import load_study_config, notebook_parameters
+from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR
+
+NOTEBOOKS = list_notebooks()
+
+
+def test_there_are_notebooks_and_a_toc_entry_for_each():
+    assert NOTEBOOKS, "no notebooks found"
+    toc = (BOOK_DIR / "_toc.yml").read_text()
+    for nb in NOTEBOOKS:
+        assert f"chapters/{nb.stem}" in toc, f"{nb.name} missing from book/_toc.yml"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_parameters_cell(nb):
+    params = pm.inspect_notebook(str(nb))
+    assert {"profile", "seed", "dataset"} <= set(params), nb.name
+    first = next(c for c in nbformat.read(nb, 4).cells if c.cell_type == "code")
+    assert "parameters" in first.metadata.get("tags", []), f"{nb.name}: first code cell not tagged"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chapters")
+    for nb in NOTEBOOKS:
+        params, _ = execute_notebook(nb, out / nb.name, progress=False, profile="smoke")
+        assert params["profile"] == "smoke"
+    return out
+
+
+def test_notebooks_execute_in_smoke_profile(executed):
+    for nb in NOTEBOOKS:
+        run = nbformat.read(executed / nb.name, 4)
+        injected = [c for c in run.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and 'profile = "smoke"' in injected[0].source
+        figures = [o for c in run.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if "image/png" in o.get("data", {})]
+        assert figures, f"{nb.name} produced no figure"
+
+
+def test_book_renders(executed, tmp_path):
+    book = tmp_path / "book"
+    shutil.copytree(BOOK_DIR, book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    shutil.copytree(executed, book / "chapters")
+    exe = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(exe), "build", str(book), "--warningiserror", "--quiet"], check=True)
+    for nb in NOTEBOOKS:
+        html = (book / "_build" / "html" / "chapters" / f"{nb.stem}.html").read_text()
+        assert "<img" in html, f"{nb.stem}: no figure in the rendered page"
+
+
+def test_config_overrides(tmp_path):
+    cfg = load_study_config()
+    params = notebook_parameters({**cfg, "notebooks": {"00_overview": {"seed": 7}}},
+                                 "00_overview", {"profile", "seed"}, profile="smoke")
+    assert params == {"profile": "smoke", "seed": 7}
+    bad = tmp_path / "c.yml"
+    bad.write_text("profile: huge\n")
+    with pytest.raises(ValueError, match="profile 'huge' not in"):
+        load_study_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_study_config(bad)
+    with pytest.raises(ValueError, match="unknown notebooks"):
+        list_notebooks(NOTEBOOK_DIR, only=["99_nothing"])
