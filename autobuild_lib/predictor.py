@@ -2,13 +2,15 @@
 
 Paper Sec. 3.2 / 4:
 
-* FE-MLP: every node-feature category c gets its own module (an embedding
-  table for categorical features, a linear layer for numeric ones) that
-  outputs one scalar; ``h_v^0 = |[f_1(x_v^1), ..., f_C(x_v^C)]|``.
+* FE-MLP: every node-feature category c gets its own small module (a
+  3-wide embedding table then a linear map for categorical features, two
+  linear maps for numeric ones, as in the authors' code) that outputs one
+  scalar; ``h_v^0 = |[f_1(x_v^1), ..., f_C(x_v^C)]|``.
   Categories never interact, so each value has a readable score.
-* Message passing (GATv2, hidden 32, M layers; 4 for OFA, 6 for SD):
-  ``h_v^{m+1} = BN(ReLU(GATv2(h^m)_v) + R(h_v^m))`` with ``R`` the identity
-  (a linear map for the first hop, whose width differs).
+* Message passing (GATv2, hidden 32, M layers; 4 for OFA, 6 for SD), in the
+  order of the authors' encoder: ``h^{m+1} = ReLU(BN(GATv2(h^m))) + h^m``,
+  the residual skipped on the first layer (whose input width differs).
+  Embeddings are non-negative, so their L1 norms grow with the hop.
 * Graph embedding at every hop (Eq. 2): ``h_G^m = mean_v h_v^m``.
 * Prediction ``y' = MLP(h_G^M)``.
 """
@@ -25,11 +27,13 @@ from .graphs import FeatureSchema
 class FEMLP(nn.Module):
     """Feature Embedding MLP: one scalar per feature category, then ``abs``."""
 
-    def __init__(self, schema: FeatureSchema) -> None:
+    def __init__(self, schema: FeatureSchema, width: int = 3) -> None:
         super().__init__()
         self.schema = schema
-        self.cat = nn.ModuleList(nn.Embedding(len(f.values), 1) for f in schema.categorical)
-        self.num = nn.ModuleList(nn.Linear(f.dim, 1) for f in schema.numeric)
+        self.cat = nn.ModuleList(nn.Sequential(nn.Embedding(len(f.values), width), nn.Linear(width, 1))
+                                 for f in schema.categorical)
+        self.num = nn.ModuleList(nn.Sequential(nn.Linear(f.dim, width), nn.Linear(width, 1))
+                                 for f in schema.numeric)
         self.out_dim = len(self.cat) + len(self.num)
 
     def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> torch.Tensor:
@@ -49,7 +53,8 @@ class FEMLP(nn.Module):
         """
         out: dict[str, dict[object, float]] = {}
         for f, emb in zip(self.schema.categorical, self.cat):
-            out[f.name] = {v: float(emb.weight[i, 0].abs()) for i, v in enumerate(f.values)}
+            idx = torch.arange(len(f.values))
+            out[f.name] = dict(zip(f.values, emb(idx).abs().squeeze(1).tolist()))
         for f, lin in zip(self.schema.numeric, self.num):
             values, encode = self.schema.num_display.get(f.name, ((0.0, 1.0), lambda v: v))
             out[f.name] = {}
@@ -74,7 +79,6 @@ class AutoBuildPredictor(nn.Module):
         self.convs = nn.ModuleList(
             GATv2Conv(dims[i], hidden, heads=heads, concat=False, add_self_loops=False) for i in range(n_layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(n_layers))
-        self.skip0 = nn.Linear(dims[0], hidden, bias=False)
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     @property
@@ -89,8 +93,8 @@ class AutoBuildPredictor(nn.Module):
         edge_index, _ = add_self_loops(batch.edge_index, num_nodes=h.shape[0])
         hs = [h]
         for m, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            res = self.skip0(h) if m == 0 else h
-            h = norm(torch.relu(conv(h, edge_index)) + res)
+            out = torch.relu(norm(conv(h, edge_index)))
+            h = out if m == 0 else out + h
             hs.append(h)
         return hs
 
