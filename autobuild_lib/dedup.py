@@ -18,8 +18,6 @@ any hop, which turns hours of message passing into about a minute.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +26,7 @@ import torch
 
 from .graphs import GraphTable
 from .predictor import AutoBuildPredictor
-from .training import TrainResult
+from .training import TrainResult, single_thread
 
 
 def _fold(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,19 +98,6 @@ def build_plan(table: GraphTable, n_layers: int) -> InferencePlan:
     return InferencePlan(rows0, layers, pool)
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread for tiny batches (deduplicated nodes, 68-graph
-    full batches): extra threads only add overhead, and on a loaded 2-core machine
-    they stall (measured: 37 ms vs 2.9 s per SD training epoch)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def plan_embeddings(model: AutoBuildPredictor, table: GraphTable, plan: InferencePlan) -> list[torch.Tensor]:
     """``h^m`` of one node per hop-m id, m = 0..M (same maths as ``node_embeddings``)."""
@@ -136,8 +121,8 @@ def _embed(model: AutoBuildPredictor, table: GraphTable, plan: InferencePlan) ->
              * conv.att).sum(-1)
         alpha = torch.softmax(e.masked_fill((nb < 0)[..., None], float("-inf")), dim=1)
         msg = (alpha[..., None] * x_j).sum(1).mean(1) + conv.bias
-        res = model.skip0(h[self_]) if m == 0 else h[self_]
-        h = norm(torch.relu(msg) + res)
+        out = torch.relu(norm(msg))  # the order of AutoBuildPredictor.node_embeddings
+        h = out if m == 0 else out + h[self_]
         hs.append(h)
     return hs
 

@@ -1,0 +1,96 @@
+"""Label reliability of a Mini-OFA supernet (issue "Mini-OFA benchmark", "Label reliability comes first").
+
+``measure_reliability`` evaluates ``n_archs`` random subnets (``OFASpace.sample`` with
+generators seeded ``(seed, i)``) after BN recalibration, splits the evaluation canvases into
+two fixed disjoint halves (each holding half of the held-out train canvases and half of the
+test canvases) and reports:
+
+* ``srcc_split_acc`` / ``srcc_split_ce``: Spearman correlation over the subnets between
+  accuracy (cross-entropy) on half A and on half B -- the bar is >= 0.9 for accuracy;
+* ``srcc_acc_depth``: Spearman correlation of full-data accuracy with total depth (bar >= 0.3),
+  plus ``srcc_acc_resolution`` and ``srcc_ce_depth`` for context;
+* mean / std / min / max / range of accuracy (%), and one row per subnet.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from ..spaces.ofa import OFASpace
+from .supernet import MiniData, evaluate_subnet
+
+__all__ = ["split_halves", "sample_archs", "measure_reliability"]
+
+
+def split_halves(data: MiniData, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two fixed disjoint halves of the evaluation indices, stratified by source (held-out / test)."""
+    src = data.eval_source.numpy() if isinstance(data.eval_source, torch.Tensor) else np.asarray(data.eval_source)
+    rng = np.random.default_rng([seed, 7])
+    a, b = [], []
+    for s in np.unique(src):
+        idx = rng.permutation(np.flatnonzero(src == s))
+        a.append(idx[: len(idx) // 2])
+        b.append(idx[len(idx) // 2:])
+    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
+def sample_archs(space: OFASpace, n: int, seed: int = 0) -> list:
+    """``n`` architectures, the i-th from ``space.sample(np.random.default_rng([seed, i]))``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return [space.sample(np.random.default_rng([seed, i])) for i in range(n)]
+
+
+def _srcc(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def measure_reliability(net: nn.Module, space: OFASpace, data: MiniData, n_archs: int = 40, seed: int = 0,
+                        progress: bool = True, on_row=None) -> dict:
+    """Split-half and depth reliability of the accuracy labels of ``net`` (see module docstring).
+
+    ``on_row(row)`` is called after each subnet (e.g. to log partial results).
+    """
+    from tqdm.auto import tqdm
+
+    if data.eval_x.shape[0] < 2:
+        raise ValueError("need at least 2 evaluation canvases to split")
+    ia, ib = split_halves(data, seed)
+    rows = []
+    t0 = time.perf_counter()
+    for arch in tqdm(sample_archs(space, n_archs, seed), desc=f"reliability {space.name}", disable=not progress):
+        r = evaluate_subnet(net, space, arch, data)
+        c, l = r["correct"], r["nll"]
+        rows.append({"arch": space.to_string(arch), "depth": arch.n_layers, "resolution": arch.resolution,
+                     "acc": r["acc"], "ce": r["ce"],
+                     "acc_a": 100.0 * float(c[ia].mean()), "acc_b": 100.0 * float(c[ib].mean()),
+                     "ce_a": float(l[ia].mean()), "ce_b": float(l[ib].mean())})
+        if on_row is not None:
+            on_row(rows[-1])
+    col = {k: np.array([row[k] for row in rows]) for k in rows[0] if k != "arch"}
+    acc = col["acc"]
+    return {
+        "n_archs": n_archs,
+        "n_eval": int(data.eval_x.shape[0]),
+        "n_half": (int(len(ia)), int(len(ib))),
+        "srcc_split_acc": _srcc(col["acc_a"], col["acc_b"]),
+        "srcc_split_ce": _srcc(col["ce_a"], col["ce_b"]),
+        "srcc_acc_depth": _srcc(acc, col["depth"]),
+        "srcc_ce_depth": _srcc(-col["ce"], col["depth"]),
+        "srcc_acc_resolution": _srcc(acc, col["resolution"]),
+        "acc_mean": float(acc.mean()),
+        "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+        "acc_min": float(acc.min()),
+        "acc_max": float(acc.max()),
+        "acc_range": float(np.ptp(acc)),
+        "ce_mean": float(col["ce"].mean()),
+        "eval_wall_s": time.perf_counter() - t0,
+        "rows": rows,
+    }

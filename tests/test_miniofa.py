@@ -1,0 +1,137 @@
+"""Mini-OFA supernet training, evaluation and reliability (autobuild_lib.miniofa); fast tests only."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from autobuild_lib.miniofa import (
+    RES_MAP,
+    MiniData,
+    SupernetConfig,
+    Trainer,
+    build_data,
+    build_supernet,
+    evaluate_subnet,
+    make_canvases,
+    measure_reliability,
+    space_of,
+    split_halves,
+)
+from autobuild_lib.spaces.ofa import OFAArch
+
+TINY = dict(width_mult=0.25, batch_size=4, total_steps=10, n_train=40, n_calib=8, n_heldout=8, seed=3)
+
+
+def fake_fmnist(n_train: int = 100, n_test: int = 40) -> dict[str, torch.Tensor]:
+    """Train item i is a constant image of odd value 2i+1, test item j of even value 2j+2."""
+    tr = torch.arange(n_train, dtype=torch.uint8).mul(2).add(1)
+    te = torch.arange(n_test, dtype=torch.uint8).mul(2).add(2)
+    return {"train_images": tr[:, None, None].expand(-1, 28, 28).clone(),
+            "train_labels": torch.arange(n_train) % 10,
+            "test_images": te[:, None, None].expand(-1, 28, 28).clone(),
+            "test_labels": torch.arange(n_test) % 10}
+
+
+@functools.cache
+def tiny_data(cfg: SupernetConfig) -> MiniData:
+    g = torch.Generator().manual_seed(0)
+    fm = {"train_images": torch.randint(0, 256, (60, 28, 28), dtype=torch.uint8, generator=g),
+          "train_labels": torch.arange(60) % 10,
+          "test_images": torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8, generator=g),
+          "test_labels": torch.arange(12) % 10}
+    return build_data(cfg, fm)
+
+
+def test_canvases_deterministic_and_shaped():
+    fm = fake_fmnist()
+    a = make_canvases(fm["train_images"], fm["train_labels"], 0, "train")
+    b = make_canvases(fm["train_images"], fm["train_labels"], 0, "train")
+    c = make_canvases(fm["train_images"], fm["train_labels"], 1, "train")
+    assert a[0].shape == (100, 56, 56) and a[0].dtype == torch.uint8
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], fm["train_labels"])
+    assert not torch.equal(a[0], c[0])
+    # the whole item is on the canvas: its value fills at least a 28x28 area
+    for i in range(5):
+        assert int((a[0][i] == 2 * i + 1).sum()) >= 28 * 28 - 3 * 14 * 14
+
+
+def test_canvases_use_only_their_own_split():
+    fm = fake_fmnist()
+    cfg = SupernetConfig(n_train=60, n_calib=15, n_heldout=20, seed=5)
+    d = build_data(cfg, fm)
+    train_vals = set(range(1, 256, 2)) | {0}
+    test_vals = set(range(2, 256, 2)) | {0}
+    pools = {"train": d.train_x, "calib": d.calib_x, "heldout": d.eval_x[d.eval_source == 0]}
+    seen = {}
+    for name, x in pools.items():
+        vals = set(torch.unique(x).tolist())
+        assert vals <= train_vals, name
+        seen[name] = vals - {0}
+    # train, calibration and held-out pools draw on disjoint items
+    assert not (seen["train"] & seen["calib"]) and not (seen["train"] & seen["heldout"])
+    assert not (seen["calib"] & seen["heldout"])
+    test_x = d.eval_x[d.eval_source == 1]
+    assert test_x.shape[0] == 40 and set(torch.unique(test_x).tolist()) <= test_vals
+    assert d.train_x.shape[0] == 60 and d.calib_x.shape[0] == 15 and d.eval_x.shape[0] == 60
+    ia, ib = split_halves(d)
+    assert len(ia) + len(ib) == 60 and not set(ia) & set(ib)
+
+
+def test_tiny_supernet_trains_and_evaluates(tmp_path):
+    cfg = SupernetConfig(**TINY)
+    data = tiny_data(cfg)
+    tr = Trainer(cfg, data, tmp_path / "ck.pt")
+    out = tr.train(max_steps=2, progress=False)
+    assert out["step"] == 2 and (tmp_path / "ck.pt").exists()
+    assert not list(tmp_path.glob("*.tmp*"))
+    sp = space_of("mbv3")
+    arch = sp.sample(np.random.default_rng(0))
+    r = evaluate_subnet(tr.net, sp, arch, data)
+    assert 0.0 <= r["acc"] <= 100.0 and np.isfinite(r["ce"])
+    assert r["correct"].shape == (data.eval_x.shape[0],) and r["resolution"] == RES_MAP[arch.resolution]
+    rel = measure_reliability(tr.net, sp, data, n_archs=2, progress=False)
+    assert len(rel["rows"]) == 2 and {"srcc_split_acc", "srcc_acc_depth", "acc_std"} <= set(rel)
+
+
+def test_checkpoint_resume_restores_state(tmp_path):
+    cfg = SupernetConfig(**TINY)
+    data = tiny_data(cfg)
+    straight = Trainer(cfg, data)
+    straight.train(max_steps=2, progress=False)
+    first = Trainer(cfg, data, tmp_path / "ck.pt")
+    first.train(max_steps=1, progress=False)
+    resumed = Trainer(cfg, data, tmp_path / "ck.pt")
+    assert resumed.step == 1
+    for (k, v), w in zip(first.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(v, w), k
+    resumed.train(max_steps=1, progress=False)
+    assert resumed.step == 2
+    for (k, v), w in zip(straight.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.allclose(v.float(), w.float(), atol=1e-6), k
+    other = dataclasses.replace(cfg, seed=4)
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(other, data, tmp_path / "ck.pt")
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="unknown space"):
+        space_of("resnet")
+    with pytest.raises(ValueError, match="unknown space"):
+        SupernetConfig(space="resnet")
+    with pytest.raises(ValueError):
+        SupernetConfig(stem_stride=3)
+    with pytest.raises(ValueError):
+        make_canvases(torch.zeros(4, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), 0, "x")
+    cfg = SupernetConfig(**TINY)
+    net = build_supernet(cfg)
+    data = tiny_data(cfg)
+    sp = space_of("mbv3")
+    good = sp.sample(np.random.default_rng(0))
+    for bad in (OFAArch(200, good.stages), OFAArch(224, good.stages[:4]),
+                OFAArch(224, ((( 9, 3),) * 2,) + good.stages[1:]), "224|k3e3"):
+        with pytest.raises(ValueError):
+            evaluate_subnet(net, sp, bad, data)
