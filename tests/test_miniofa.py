@@ -26,6 +26,15 @@ from autobuild_lib.spaces.ofa import OFAArch
 TINY = dict(width_mult=0.25, batch_size=4, total_steps=10, n_train=40, n_calib=8, n_heldout=8, seed=3)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Elastic OFA layers are bound by per-op overhead: extra threads only oversubscribe the CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def fake_fmnist(n_train: int = 100, n_test: int = 40) -> dict[str, torch.Tensor]:
     """Train item i is a constant image of odd value 2i+1, test item j of even value 2j+2."""
     tr = torch.arange(n_train, dtype=torch.uint8).mul(2).add(1)
