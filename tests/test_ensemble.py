@@ -27,7 +27,7 @@ from autobuild_lib.ensemble import (
 from autobuild_lib.graphs import GraphTable
 from autobuild_lib.predictor import AutoBuildPredictor
 from autobuild_lib.sd_graphs import SD_SCHEMA, SDTableBuilder, sd_graph, sd_module_graph, sd_table
-from autobuild_lib.spaces.sd import SDArch, SDModule, SDSpace, sd_unet, sd_unet_hw
+from autobuild_lib.spaces.sd import SDArch, SDModule, SDSpace, sd_unet_hw
 from autobuild_lib.training import TrainConfig, TrainResult, predict
 
 N_ARCHS, N_FOLDS, SEEDS = 60, 5, (0, 1)
@@ -39,16 +39,6 @@ def one_torch_thread():
     """Tiny batches: reference computations stall on a loaded 2-core machine otherwise."""
     with single_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def sd() -> SDSpace:
-    return sd_unet()
-
-
-@pytest.fixture(scope="module")
-def hw() -> SDSpace:
-    return sd_unet_hw()
 
 
 @pytest.fixture(scope="module")

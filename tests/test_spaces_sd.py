@@ -17,23 +17,12 @@ from autobuild_lib.spaces.sd import (
     OPS,
     SDArch,
     SDModule,
-    SDSpace,
     sd_unet,
     sd_unet_hw,
 )
 
 BASE = "256|1,2,3,4|RR,RR,RARA,RARA|RRR,RRR,RARARA,RARARA"
 SMALLEST = "256|1,2,3,4|R,R,R,R|RR,RR,RR,RR"
-
-
-@pytest.fixture(scope="module")
-def sd() -> SDSpace:
-    return sd_unet()
-
-
-@pytest.fixture(scope="module")
-def hw() -> SDSpace:
-    return sd_unet_hw()
 
 
 # ----------------------------------------------------------------- counts
