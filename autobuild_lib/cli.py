@@ -135,6 +135,21 @@ def _data(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2) if args.json else pd.DataFrame(out["tables"]).T.to_string())
 
 
+def _generate(args: argparse.Namespace) -> None:
+    from joblib import parallel_config
+
+    from .miniofa.generate import generate
+
+    stages = args.stages.split(",") if args.stages else None
+    kw = {} if stages is None else {"stages": stages}
+    with parallel_config(backend=args.backend):
+        for space in args.space:
+            rep = generate(space, n=args.n, n_jobs=args.n_jobs, chunk=args.chunk,
+                           time_budget_s=args.time_budget_s, progress=not args.quiet, **kw)
+            for stage, r in rep.items():
+                print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
+
+
 def _book(args: argparse.Namespace) -> None:
     from .book import build_book
 
@@ -209,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     d.add_argument("--data-dir", help="also list the authors' released caches found here")
     d.set_defaults(func=_data)
+
+    s = sub.add_parser("generate", help="generate the study's benchmark data (resumable)")
+    gsub = s.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    g = gsub.add_parser("mini-ofa", help="Mini-OFA: supernet, labels of 3,000 archs per space, IR graphs")
+    g.add_argument("--space", nargs="+", required=True, choices=["mbv3", "pn"])
+    g.add_argument("--stages", help="comma-separated subset of supernet,static,latency,acc,ir,merge "
+                                    "(default: all, in that order)")
+    g.add_argument("--n", type=int, default=3000, help="architectures per space")
+    g.add_argument("--n-jobs", type=int, default=1, help="parallel work units (latency: keep 1)")
+    g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
+    g.add_argument("--chunk", type=int, default=50, help="units per shard")
+    g.add_argument("--time-budget-s", type=float, help="stop supernet training after this many seconds")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=_generate)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")

@@ -24,7 +24,7 @@ resized with bilinear interpolation (antialias), as OFA resizes ImageNet.
 Data splits (fixed by ``seed``): a fixed permutation of the 60k train items
 gives ``n_train`` training items, ``n_calib`` BN-calibration items and
 ``n_heldout`` held-out evaluation items, disjoint.  Evaluation = the held-out
-train canvases + all 10k test canvases.
+train canvases + the first ``n_test`` test canvases (default all 10k).
 
 Networks: ``ofa``'s ``OFAMobileNetV3`` / ``OFAProxylessNASNets`` with
 ``ks_list=[3,5,7]``, ``expand_ratio_list=[3,4,6]``, ``depth_list=[2,3,4]``,
@@ -99,6 +99,7 @@ class SupernetConfig:
     n_train: int = 50000
     n_calib: int = 2000
     n_heldout: int = 8000
+    n_test: int = 10000
     batch_size: int = 128
     n_random: int = 1
     total_steps: int = 1000
@@ -119,6 +120,8 @@ class SupernetConfig:
             raise ValueError(f"need 1 <= frag_min <= frag_max <= 28, got {self.frag_min}, {self.frag_max}")
         if self.n_train + self.n_calib + self.n_heldout > 60000:
             raise ValueError("n_train + n_calib + n_heldout exceeds the 60,000 train items")
+        if not 0 <= self.n_test <= 10000:
+            raise ValueError(f"n_test must be in [0, 10000] (Fashion-MNIST test split), got {self.n_test}")
         if min(self.n_train, self.n_calib, self.batch_size, self.total_steps) < 1 or self.n_heldout < 0:
             raise ValueError("sizes, batch_size and total_steps must be positive")
 
@@ -185,7 +188,8 @@ def build_data(cfg: SupernetConfig, fmnist: dict[str, torch.Tensor] | None = Non
     for name, idx in pools.items():
         out[name] = make_canvases(fmnist["train_images"][idx], fmnist["train_labels"][idx], cfg.seed, name, **kw) \
             if len(idx) else (torch.zeros(0, cfg.canvas, cfg.canvas, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
-    test = make_canvases(fmnist["test_images"], fmnist["test_labels"], cfg.seed, "test", **kw)
+    nt = min(cfg.n_test, fmnist["test_images"].shape[0])
+    test = make_canvases(fmnist["test_images"][:nt], fmnist["test_labels"][:nt], cfg.seed, "test", **kw)
     ex = torch.cat([out["heldout"][0], test[0]])
     ey = torch.cat([out["heldout"][1], test[1]])
     src = torch.cat([torch.zeros(len(out["heldout"][1]), dtype=torch.int64), torch.ones(len(test[1]), dtype=torch.int64)])
@@ -193,11 +197,15 @@ def build_data(cfg: SupernetConfig, fmnist: dict[str, torch.Tensor] | None = Non
 
 
 def to_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """uint8 ``[B, H, W]`` canvases -> normalised float ``[B, 3, r, r]``."""
+    """uint8 ``[B, H, W]`` canvases -> normalised float ``[B, 3, r, r]`` (channels-last memory).
+
+    Channels-last halves the CPU time of OFA's depthwise-heavy nets (measured: 2.7 -> 1.3 s per
+    sandwich step of 128 canvases on one core).
+    """
     t = (x.float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
     if t.shape[-1] != resolution:
         t = F.interpolate(t, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
-    return t.expand(-1, 3, -1, -1).contiguous()
+    return t.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------- networks
@@ -222,7 +230,7 @@ def build_supernet(cfg: SupernetConfig) -> nn.Module:
         net = cls(n_classes=10, dropout_rate=0.0, width_mult=cfg.width_mult, ks_list=list(KERNELS),
                   expand_ratio_list=list(EXPANSIONS), depth_list=[2, 3, 4])
     net.first_conv.conv.stride = (cfg.stem_stride, cfg.stem_stride)
-    return net
+    return net.to(memory_format=torch.channels_last)
 
 
 def set_arch(net: nn.Module, space: OFASpace, arch: OFAArch) -> int:
@@ -292,7 +300,7 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         st = torch.load(path, map_location="cpu", weights_only=True)
-        if st["config"] != dataclasses.asdict(self.cfg):
+        if SupernetConfig(**st["config"]) != self.cfg:
             raise ValueError(f"checkpoint {path} was trained with a different config: {st['config']}")
         self.net.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
@@ -366,7 +374,7 @@ class Trainer:
 def extract_subnet(net: nn.Module, space: OFASpace, arch: OFAArch) -> tuple[nn.Module, int]:
     """OFA's static subnet of ``arch`` with inherited weights, and its mini input size."""
     r = set_arch(net, space, arch)
-    return net.get_active_subnet(preserve_weight=True), r
+    return net.get_active_subnet(preserve_weight=True).to(memory_format=torch.channels_last), r
 
 
 @torch.no_grad()

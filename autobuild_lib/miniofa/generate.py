@@ -1,0 +1,202 @@
+"""Generate the Mini-OFA benchmark: supernet, labels of 3,000 archs per space, IR graphs, manifest.
+
+Stages (``python -m autobuild_lib generate mini-ofa --space mbv3|pn --stages ...``):
+
+``supernet``
+    Train the supernet of :data:`DESIGNS` [``design``] (resumable checkpoint under
+    ``.cache/miniofa/``); when finished, export its weights to ``supernet-<space>.pt``.
+``static`` / ``latency`` / ``acc``
+    Work units (one architecture each, see :mod:`autobuild_lib.workunits`) for the labels of
+    :mod:`autobuild_lib.miniofa.labels`, stored as shards in ``work/<space>/<stage>/``.
+``ir``
+    Op-level IR graphs of the ImageNet-scale subnets -> ``ir-<space>.npz``.
+``merge``
+    When every unit is done: ``<space>.csv`` (``arch`` + label columns, rows in sample order).
+
+Every stage appends its wall time and the machine to ``runs.jsonl`` and rewrites
+``MANIFEST.json``; every file appears atomically.  The architectures are
+``OFASpace.sample(np.random.default_rng([ARCH_SEED, i]))`` for i = 0, 1, ..., duplicates
+skipped, until ``n`` distinct ones (OFA's sampling order: depth per stage, then k and e per
+layer, then resolution).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..manifest import verify_file, write_manifest
+from ..paths import DATA_DIR, REPO_ROOT
+from ..spaces.ofa import OFAArch
+from ..workunits import ShardStore, run_units
+from .labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
+from .supernet import SupernetConfig, Trainer, build_data, space_of
+
+__all__ = ["DESIGNS", "FINAL_DESIGN", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
+           "generate", "load_mini_ofa", "regenerate_command"]
+
+MINI_OFA_DIR = DATA_DIR / "mini-ofa"
+WORK_CACHE = REPO_ROOT / ".cache" / "miniofa"
+ARCH_SEED = 1
+STAGES = ("supernet", "static", "latency", "acc", "ir", "merge")
+UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",), "acc": ("acc", "ce", "flops_mini")}
+LABEL_COLUMNS = ("acc", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
+
+#: Supernet designs tried for label reliability (table in data/mini-ofa/PILOT.md).
+DESIGNS: dict[str, dict] = {
+    "A": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=580),
+    "B": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=2400),
+}
+FINAL_DESIGN = "B"
+
+
+def regenerate_command(space: str) -> str:
+    return f"python -m autobuild_lib generate mini-ofa --space {space}"
+
+
+def design_config(space: str, design: str | SupernetConfig = FINAL_DESIGN) -> SupernetConfig:
+    """The supernet config of a named design (or ``design`` itself when it is a config)."""
+    if isinstance(design, SupernetConfig):
+        if design.space != space:
+            raise ValueError(f"design is for space {design.space!r}, not {space!r}")
+        return design
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; known: {sorted(DESIGNS)}")
+    return SupernetConfig(space=space, **DESIGNS[design])
+
+
+def benchmark_archs(space: str, n: int = 3000, seed: int = ARCH_SEED) -> list[OFAArch]:
+    """The ``n`` distinct benchmark architectures of ``space`` in sample order."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    sp = space_of(space)
+    out, seen, i = [], set(), 0
+    while len(out) < n:
+        a = sp.sample(np.random.default_rng([seed, i]))
+        i += 1
+        key = sp.to_string(a)
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _log_run(root: Path, record: dict) -> None:
+    """Append one record to ``runs.jsonl`` (rewritten atomically)."""
+    path = root / "runs.jsonl"
+    old = path.read_text() if path.exists() else ""
+    tmp = root / f".partial-runs.jsonl.{os.getpid()}"
+    tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _train_supernet(space: str, root: Path, design: str | SupernetConfig, work_dir: Path,
+                    time_budget_s: float | None, progress: bool) -> dict:
+    cfg = design_config(space, design)
+    out = root / f"supernet-{space}.pt"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    name = design if isinstance(design, str) else "custom"
+    tr = Trainer(cfg, build_data(cfg), work_dir / f"{name}-{space}" / "ckpt.pt")
+    res = tr.train(time_budget_s=time_budget_s, progress=progress)
+    if res["done"]:
+        save_supernet(tr.net, cfg, out)
+        (root / f"trainlog-{space}.json").write_text(json.dumps(tr.log))
+    return {"steps": res["step"], "train_wall_s_total": tr.wall_s, "done": res["done"]}
+
+
+def _ir(space: str, keys: Sequence[str], root: Path) -> dict:
+    from ..ir import ir_graph, save_ir_graphs
+
+    out = root / f"ir-{space}.npz"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    sp = space_of(space)
+    graphs = [ir_graph(sp, sp.from_string(k)) for k in keys]
+    tmp = root / f".partial-{out.name}.{os.getpid()}"
+    save_ir_graphs(tmp, graphs, list(keys))
+    os.replace(tmp, out)
+    return {"graphs": len(graphs)}
+
+
+def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
+    parts = {stage: ShardStore(root / "work" / space / stage).merged(keys) for stage in UNIT_COLUMNS}
+    frame = pd.DataFrame({"arch": list(keys)})
+    for stage, cols in UNIT_COLUMNS.items():
+        for c in cols:
+            frame[c] = [row[c] for row in parts[stage]]
+    frame = frame[["arch", *LABEL_COLUMNS]]
+    out = root / f"{space}.csv"
+    tmp = root / f".partial-{out.name}.{os.getpid()}"
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return {"rows": len(frame)}
+
+
+def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: str | Path = MINI_OFA_DIR,
+             design: str | SupernetConfig = FINAL_DESIGN, n_jobs: int = 1, chunk: int = 50,
+             time_budget_s: float | None = None, progress: bool = True, work_dir: str | Path = WORK_CACHE) -> dict:
+    """Run ``stages`` for ``space``; each is resumable and skips what is done.  Returns a report per stage."""
+    if space not in ("mbv3", "pn"):
+        raise ValueError(f"unknown space {space!r}; choose 'mbv3' or 'pn'")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    sp = space_of(space)
+    keys = [sp.to_string(a) for a in benchmark_archs(space, n)]
+    report = {}
+    for stage in [s for s in STAGES if s in stages]:
+        t0, started = time.perf_counter(), _now()
+        if stage == "supernet":
+            rep = _train_supernet(space, root, design, Path(work_dir), time_budget_s, progress)
+        elif stage in UNIT_COLUMNS:
+            store = ShardStore(root / "work" / space / stage)
+            if stage == "acc":
+                weights = root / f"supernet-{space}.pt"
+                if not weights.exists():
+                    raise FileNotFoundError(f"{weights} not found: run the 'supernet' stage first")
+                fn = functools.partial(acc_unit, str(weights))
+            else:
+                fn = functools.partial(static_unit if stage == "static" else latency_unit, space)
+            rep = run_units(fn, keys, store, chunk=chunk, n_jobs=n_jobs, progress=progress,
+                            desc=f"{space} {stage}", on_shard=lambda _p: write_manifest(root))
+        elif stage == "ir":
+            rep = _ir(space, keys, root)
+        else:
+            rep = _merge(space, keys, root)
+        wall = time.perf_counter() - t0
+        rep.update(space=space, stage=stage, n=n, design=design if isinstance(design, str) else "custom",
+                   started_utc=started, wall_s=round(wall, 2),
+                   n_jobs=n_jobs, machine=machine_info())
+        if not rep.get("skipped"):
+            _log_run(root, rep)
+        write_manifest(root)
+        report[stage] = rep
+    return report
+
+
+def load_mini_ofa(space: str, root: str | Path = MINI_OFA_DIR, verify: bool = True) -> pd.DataFrame:
+    """The benchmark table of ``space`` (``arch`` + label columns), checked against the manifest."""
+    if space not in ("mbv3", "pn"):
+        raise ValueError(f"unknown Mini-OFA space {space!r}; choose 'mbv3' or 'pn'")
+    root = Path(root)
+    path = root / f"{space}.csv"
+    if verify:
+        verify_file(path, root, regenerate_command(space))
+    from ..benchmarks import read_table
+
+    return read_table(path)
+
