@@ -84,6 +84,7 @@ __all__ = [
     "ir_graph",
     "ir_graph_full",
     "load_ir_graphs",
+    "read_ir_graphs",
     "ofa_settings",
     "ofa_subnet",
     "save_ir_graphs",
@@ -429,6 +430,12 @@ def save_ir_graphs(path: str | Path, graphs: Sequence[Data], keys: Sequence[str]
 
 def load_ir_graphs(path: str | Path) -> tuple[list[str], GraphTable]:
     """Read :func:`save_ir_graphs` output: keys and a :class:`GraphTable` in :data:`IR_SCHEMA`."""
+    keys, graphs = read_ir_graphs(path)
+    return keys, GraphTable(graphs, IR_SCHEMA)
+
+
+def read_ir_graphs(path: str | Path) -> tuple[list[str], list[Data]]:
+    """Read :func:`save_ir_graphs` output: keys and one ``Data`` per graph (checked for consistency)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -462,4 +469,4 @@ def load_ir_graphs(path: str | Path) -> tuple[list[str], GraphTable]:
              edge_index=ei[ept[i]:ept[i + 1]].T.contiguous(), num_nodes=int(npt[i + 1] - npt[i]))
         for i in range(len(npt) - 1)
     ]
-    return a["keys"].tolist(), GraphTable(graphs, IR_SCHEMA)
+    return a["keys"].tolist(), graphs

@@ -9,7 +9,9 @@ test canvases) and reports:
   accuracy (cross-entropy) on half A and on half B -- the bar is >= 0.9 for accuracy;
 * ``srcc_acc_depth``: Spearman correlation of full-data accuracy with total depth (bar >= 0.3),
   plus ``srcc_acc_resolution`` and ``srcc_ce_depth`` for context;
-* mean / std / min / max / range of accuracy (%), and one row per subnet.
+* mean / std / min / max / range of accuracy (%), and one row per subnet;
+* ``correct`` / ``nll``: per-subnet, per-image arrays ``[n_archs, n_eval]`` and the two halves'
+  indices, so the reliability of smaller evaluation sets can be computed without re-evaluating.
 """
 from __future__ import annotations
 
@@ -63,11 +65,13 @@ def measure_reliability(net: nn.Module, space: OFASpace, data: MiniData, n_archs
     if data.eval_x.shape[0] < 2:
         raise ValueError("need at least 2 evaluation canvases to split")
     ia, ib = split_halves(data, seed)
-    rows = []
+    rows, correct, nll = [], [], []
     t0 = time.perf_counter()
     for arch in tqdm(sample_archs(space, n_archs, seed), desc=f"reliability {space.name}", disable=not progress):
         r = evaluate_subnet(net, space, arch, data)
         c, l = r["correct"], r["nll"]
+        correct.append(c)
+        nll.append(l.astype(np.float32))
         rows.append({"arch": space.to_string(arch), "depth": arch.n_layers, "resolution": arch.resolution,
                      "acc": r["acc"], "ce": r["ce"],
                      "acc_a": 100.0 * float(c[ia].mean()), "acc_b": 100.0 * float(c[ib].mean()),
@@ -93,4 +97,7 @@ def measure_reliability(net: nn.Module, space: OFASpace, data: MiniData, n_archs
         "ce_mean": float(col["ce"].mean()),
         "eval_wall_s": time.perf_counter() - t0,
         "rows": rows,
+        "correct": np.stack(correct),
+        "nll": np.stack(nll),
+        "halves": (ia, ib),
     }
