@@ -24,7 +24,7 @@ import numpy as np
 from .benchmarks import LabelledSet, from_frame
 from .released import IR_CACHE, OFA_CACHE_SPACES, find_released, load_ofa_cache, missing_message
 
-__all__ = ["DATASETS", "DataMissing", "mini_ofa_dir", "require", "load_set", "load_ir_set", "can_evaluate",
+__all__ = ["DATASETS", "DataMissing", "mini_ofa_dir", "resolve_data_dir", "require", "load_set", "load_ir_set", "can_evaluate",
            "evaluator"]
 
 DATASETS = ("mini-ofa", "autobuild-release")
@@ -41,6 +41,15 @@ def mini_ofa_dir() -> Path:
 
     env = os.environ.get("AUTOBUILD_MINI_OFA_DIR")
     return Path(env) if env else MINI_OFA_DIR
+
+
+def resolve_data_dir(data_dir: str | Path) -> Path:
+    """``data_dir`` as given when absolute, else relative to the repository root (notebooks run in
+    ``notebooks/``, the settings in ``_config.yml`` are relative to the root)."""
+    from .paths import REPO_ROOT
+
+    p = Path(data_dir)
+    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def _check_dataset(dataset: str) -> None:
@@ -73,6 +82,7 @@ def require(dataset: str, data_dir: str | Path | None = None, spaces: Sequence[s
         return
     if data_dir is None:
         raise ValueError("dataset 'autobuild-release' needs data_dir (where the authors' caches are)")
+    data_dir = resolve_data_dir(data_dir)
     names = [(_RELEASED_PAN if panoptic else _RELEASED_OFA)[s] for s in spaces] + ([IR_CACHE] if ir else [])
     found = find_released(data_dir)
     missing = [n for n in names if n not in found]
@@ -91,7 +101,7 @@ def load_set(dataset: str, space: str, data_dir: str | Path | None = None, n: in
         source = str(mini_ofa_dir() / f"{space}.csv")
     else:
         name = (_RELEASED_PAN if panoptic else _RELEASED_OFA)[space]
-        source = str(Path(data_dir) / name)
+        source = str(resolve_data_dir(data_dir) / name)
         frame = load_ofa_cache(source, space)
     if n is not None:
         if n < 2:
@@ -126,7 +136,7 @@ def load_ir_set(dataset: str, data_dir: str | Path | None = None, n: int | None 
         from .released import load_ir_cache
 
         require(dataset, data_dir, (), ir=True)
-        records = load_ir_cache(Path(data_dir) / IR_CACHE)
+        records = load_ir_cache(resolve_data_dir(data_dir) / IR_CACHE)
         frame = pd.DataFrame([{"space": r.family, "arch": r.arch, **r.labels} for r in records])
         graphs = [ir_from_record(r) for r in records]
     if n is not None and n < len(frame):

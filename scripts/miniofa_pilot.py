@@ -34,6 +34,10 @@ if not res["done"]:
 with open(f"{out}/rows.jsonl", "w") as rows_f:
     rel = measure_reliability(tr.net, tr.space, data, n_archs=40, seed=0,
                               on_row=lambda r: (rows_f.write(json.dumps(r) + "\n"), rows_f.flush()))
+import numpy as np  # noqa: E402
+
+np.savez_compressed(f"{out}/per_image.npz", correct=rel.pop("correct"), nll=rel.pop("nll"),
+                    half_a=rel["halves"][0], half_b=rel.pop("halves")[1])
 rel.update(config=dataclasses.asdict(cfg), steps=tr.step, train_wall_s=tr.wall_s,
            s_per_step=tr.wall_s / max(tr.step, 1), processor=platform.processor(), nproc=os.cpu_count(),
            threads=torch.get_num_threads(), done=res["done"])
