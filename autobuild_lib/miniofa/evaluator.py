@@ -9,12 +9,13 @@ measured on this machine (or, with ``latency="predict"``, from a latency predict
 
 Lookup order: the benchmark table itself, then the SQLite cache (keyed by space, canonical
 architecture string and the sha256 of the supernet weights), then computation; computed
-rows are inserted in one transaction, so a re-run never recomputes and always returns the
-same values.  The cache is a cache, not benchmark data: it is not in the manifest, and
+rows are committed one by one (an interrupted run keeps what it computed), so a re-run never
+recomputes and always returns the same values.  The cache is a cache, not benchmark data: it is not in the manifest, and
 deleting it only costs time.
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,7 +105,7 @@ class Evaluator:
                 found[k] = {**row, "latency_source": "measured", "source": "benchmark"}
         rest = sorted(set(keys) - set(found))
         sha = self._sha(space) if rest else ""
-        with self._connect() as con:
+        with contextlib.closing(self._connect()) as con:
             for k in rest:
                 cur = con.execute(f"SELECT {', '.join(_COLS)} FROM evaluations WHERE space=? AND arch=? "
                                   "AND weights_sha256=?", (space, k, sha))
@@ -115,7 +116,7 @@ class Evaluator:
             todo = [k for k in keys if k not in found]
             todo = list(dict.fromkeys(todo))
             weights = str(self.weights(space)) if todo else ""
-            new = []
+            insert = f"INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, {', '.join('?' * len(_COLS))})"
             for k in tqdm(todo, desc=f"evaluate {space}", disable=not progress or not todo):
                 row = {**acc_unit(weights, k), **static_unit(space, k)}
                 if self.latency == "measure":
@@ -125,8 +126,7 @@ class Evaluator:
                                latency_source="predicted")
                 else:
                     row.update(latency_cpu=float("nan"), latency_source="skipped")
-                new.append(row)
+                con.execute(insert, (space, k, sha, *[row[c] for c in _COLS]))
+                con.commit()  # one row at a time: an interrupted run keeps what it computed
                 found[k] = {**{c: row[c] for c in _COLS}, "source": "computed"}
-            con.executemany(f"INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, {', '.join('?' * len(_COLS))})",
-                            [(space, r["arch"], sha, *[r[c] for c in _COLS]) for r in new])
         return pd.DataFrame([{"arch": k, **found[k]} for k in keys])
