@@ -138,7 +138,7 @@ def tiny_benchmark(tmp_path_factory):
 
 def test_pipeline_writes_table_manifest_runs(tiny_benchmark):
     root, rep = tiny_benchmark
-    assert list(rep) == ["supernet", "static", "latency", "acc", "ir", "merge"]
+    assert list(rep) == ["supernet", "reliability", "static", "latency", "acc", "ir", "merge", "checks"]
     frame = load_mini_ofa("mbv3", root)
     assert list(frame.columns) == ["arch", *LABEL_COLUMNS] and len(frame) == 4
     sp = space_of("mbv3")
@@ -148,12 +148,27 @@ def test_pipeline_writes_table_manifest_runs(tiny_benchmark):
     runs = [json.loads(line) for line in (root / "runs.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in runs} == set(rep) and all("cpu" in r["machine"] for r in runs)
     manifest = json.loads((root / "MANIFEST.json").read_text())["sha256"]
-    assert {"mbv3.csv", "supernet-mbv3.pt", "ir-mbv3.npz", "runs.jsonl"} <= set(manifest)
+    assert {"mbv3.csv", "supernet-mbv3.pt", "ir-mbv3.npz", "runs.jsonl", "DATA_CARD.md", "reliability-mbv3.json",
+            "checks-mbv3.json"} <= set(manifest)
     assert not list(root.rglob(".partial-*"))
     from autobuild_lib.ir import load_ir_graphs
 
     keys, table = load_ir_graphs(root / "ir-mbv3.npz")
     assert keys == frame["arch"].tolist()
+
+
+def test_checks_and_card(tiny_benchmark):
+    root, rep = tiny_benchmark
+    checks = json.loads((root / "checks-mbv3.json").read_text())
+    assert checks["rows"] == 4 and checks["repeat"]["n"] == 4
+    assert checks["repeat"]["acc_identical"] == 4 and checks["repeat"]["exact_rows_identical"] == 4
+    assert checks["ir"]["graphs"] == 4 and checks["ir"]["keys_match_table"]
+    assert {"Conv", "Add", "Div", "Relu"} <= set(checks["ir"]["op_vocabulary"])
+    rel = json.loads((root / "reliability-mbv3.json").read_text())
+    assert rel["n_archs"] == 40 and len(rel["rows"]) == 40 and "correct" not in rel
+    card = (root / "DATA_CARD.md").read_text()
+    assert "| mbv3 | 40 |" in card and "4/4 identical acc" in card and "not generated yet" in card  # pn missing
+    assert "supernet | " in card and "Machine: " in card
 
 
 def test_pipeline_rerun_is_idempotent(tiny_benchmark):

@@ -144,3 +144,18 @@ def test_bad_input_raises():
                 OFAArch(224, ((( 9, 3),) * 2,) + good.stages[1:]), "224|k3e3"):
         with pytest.raises(ValueError):
             evaluate_subnet(net, sp, bad, data)
+
+
+def test_split_half_by_size_tracks_label_noise():
+    from autobuild_lib.miniofa.reliability import split_half_by_size
+
+    rng = np.random.default_rng(0)
+    p = np.linspace(0.5, 0.9, 30)[:, None]                      # 30 subnets, true accuracy spread
+    correct = (rng.random((30, 4000)) < p).astype(np.int8)       # per-image Bernoulli outcomes
+    halves = (np.arange(0, 4000, 2), np.arange(1, 4000, 2))
+    t = split_half_by_size(correct, halves, [40, 400, 4000], n_draws=5)
+    assert list(t["n_eval"]) == [40, 400, 4000]
+    assert t["srcc_mean"].is_monotonic_increasing                # more images -> less noise
+    assert t["srcc_mean"].iloc[-1] > 0.95 and t["srcc_mean"].iloc[0] < 0.9
+    with pytest.raises(ValueError, match="per half"):
+        split_half_by_size(correct, halves, [10000])

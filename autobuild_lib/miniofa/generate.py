@@ -5,6 +5,10 @@ Stages (``python -m autobuild_lib generate mini-ofa --space mbv3|pn --stages ...
 ``supernet``
     Train the supernet of :data:`DESIGNS` [``design``] (resumable checkpoint under
     ``.cache/miniofa/``); when finished, export its weights to ``supernet-<space>.pt``.
+``reliability``
+    Label reliability of the exported supernet on 40 random subnets
+    (:func:`~autobuild_lib.miniofa.reliability.measure_reliability`) -> ``reliability-<space>.json``
+    (reused from the design's pilot run in ``.cache/miniofa/`` when its weights are the same).
 ``static`` / ``latency`` / ``acc``
     Work units (one architecture each, see :mod:`autobuild_lib.workunits`) for the labels of
     :mod:`autobuild_lib.miniofa.labels`, stored as shards in ``work/<space>/<stage>/``.
@@ -12,6 +16,9 @@ Stages (``python -m autobuild_lib generate mini-ofa --space mbv3|pn --stages ...
     Op-level IR graphs of the ImageNet-scale subnets -> ``ir-<space>.npz``.
 ``merge``
     When every unit is done: ``<space>.csv`` (``arch`` + label columns, rows in sample order).
+``checks``
+    The quality checks of the data card (:mod:`autobuild_lib.miniofa.checks`) -> ``checks-<space>.json``;
+    then ``DATA_CARD.md`` is rewritten from everything recorded.
 
 Every stage appends its wall time and the machine to ``runs.jsonl`` and rewrites
 ``MANIFEST.json``; every file appears atomically.  The architectures are
@@ -21,6 +28,7 @@ layer, then resolution).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import json
@@ -45,7 +53,7 @@ __all__ = ["DESIGNS", "FINAL_DESIGN", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "M
 MINI_OFA_DIR = DATA_DIR / "mini-ofa"
 WORK_CACHE = REPO_ROOT / ".cache" / "miniofa"
 ARCH_SEED = 1
-STAGES = ("supernet", "static", "latency", "acc", "ir", "merge")
+STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "merge", "checks")
 UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",), "acc": ("acc", "ce", "flops_mini")}
 LABEL_COLUMNS = ("acc", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
 
@@ -86,6 +94,10 @@ def benchmark_archs(space: str, n: int = 3000, seed: int = ARCH_SEED) -> list[OF
             seen.add(key)
             out.append(a)
     return out
+
+
+def _manifest(root: Path) -> None:
+    write_manifest(root, exclude=(".partial-", "evaluations.sqlite"))
 
 
 def _now() -> str:
@@ -130,6 +142,33 @@ def _ir(space: str, keys: Sequence[str], root: Path) -> dict:
     return {"graphs": len(graphs)}
 
 
+def _reliability(space: str, root: Path, design: str | SupernetConfig, work_dir: Path, progress: bool) -> dict:
+    from .labels import load_supernet
+    from .reliability import measure_reliability
+
+    out = root / f"reliability-{space}.json"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    weights = root / f"supernet-{space}.pt"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} not found: run the 'supernet' stage first")
+    cfg, net = load_supernet(weights)
+    name = design if isinstance(design, str) else "custom"
+    pilot = work_dir / f"{name}-{space}" / "reliability.json"
+    if pilot.exists() and SupernetConfig(**json.loads(pilot.read_text())["config"]) == cfg:
+        rel = json.loads(pilot.read_text())  # the pilot evaluated these very weights at the end of training
+        rel["source"] = f"pilot run {pilot.parent.name} (scripts/miniofa_pilot.py)"
+    else:
+        rel = measure_reliability(net, space_of(space), build_data(cfg), n_archs=40, seed=0, progress=progress)
+        for k in ("correct", "nll", "halves"):
+            rel.pop(k, None)
+        rel.update(config=dataclasses.asdict(cfg), source="generate --stages reliability")
+    tmp = root / f".partial-{out.name}.{os.getpid()}"
+    tmp.write_text(json.dumps(rel, indent=1, default=float))
+    os.replace(tmp, out)
+    return {"srcc_split_acc": rel["srcc_split_acc"], "srcc_acc_depth": rel["srcc_acc_depth"]}
+
+
 def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
     parts = {stage: ShardStore(root / "work" / space / stage).merged(keys) for stage in UNIT_COLUMNS}
     frame = pd.DataFrame({"arch": list(keys)})
@@ -172,18 +211,27 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
             else:
                 fn = functools.partial(static_unit if stage == "static" else latency_unit, space)
             rep = run_units(fn, keys, store, chunk=chunk, n_jobs=n_jobs, progress=progress,
-                            desc=f"{space} {stage}", on_shard=lambda _p: write_manifest(root))
+                            desc=f"{space} {stage}", on_shard=lambda _p: _manifest(root))
+        elif stage == "reliability":
+            rep = _reliability(space, root, design, Path(work_dir), progress)
         elif stage == "ir":
             rep = _ir(space, keys, root)
-        else:
+        elif stage == "merge":
             rep = _merge(space, keys, root)
+        else:
+            from .checks import run_checks
+
+            rep = run_checks(space, root, progress=progress)
         wall = time.perf_counter() - t0
         rep.update(space=space, stage=stage, n=n, design=design if isinstance(design, str) else "custom",
                    started_utc=started, wall_s=round(wall, 2),
                    n_jobs=n_jobs, machine=machine_info())
         if not rep.get("skipped"):
             _log_run(root, rep)
-        write_manifest(root)
+        from .card import write_card
+
+        write_card(root)
+        _manifest(root)
         report[stage] = rep
     return report
 
