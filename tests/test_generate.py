@@ -236,3 +236,15 @@ def test_evaluator_bad_input(tiny_benchmark, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable Mini-OFA supernet file"):
         load_supernet(bad)
+
+
+def test_labelling_design_may_only_change_the_evaluation_set(monkeypatch):
+    from autobuild_lib.miniofa import generate as g
+
+    monkeypatch.setitem(g.DESIGNS, "Z", {**g.DESIGNS["B"], "n_test": 2000, "train_as": "B"})
+    monkeypatch.setitem(g.DESIGNS, "Y", {**g.DESIGNS["B"], "width_mult": 0.5, "train_as": "B"})
+    assert g.design_config("pn", "Z").n_test == 2000
+    assert g.training_config("pn", "Z") == g.design_config("pn", "B")
+    assert g.training_design("Z") == ("B", "B")
+    with pytest.raises(ValueError, match="width_mult"):
+        g.training_config("pn", "Y")

@@ -47,7 +47,7 @@ from ..workunits import ShardStore, run_units
 from .labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
 from .supernet import SupernetConfig, Trainer, build_data, space_of
 
-__all__ = ["DESIGNS", "FINAL_DESIGN", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
+__all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
            "generate", "load_mini_ofa", "regenerate_command"]
 
 MINI_OFA_DIR = DATA_DIR / "mini-ofa"
@@ -57,12 +57,16 @@ STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "merge", 
 UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",), "acc": ("acc", "ce", "flops_mini")}
 LABEL_COLUMNS = ("acc", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
 
-#: Supernet designs tried for label reliability (table in data/mini-ofa/PILOT.md).
+#: Supernet designs tried for label reliability (table in data/mini-ofa/PILOT.md).  A design with
+#: ``train_as`` reuses that design's trained weights and changes only :data:`EVAL_FIELDS`.
 DESIGNS: dict[str, dict] = {
     "A": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=580),
     "B": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=2400),
 }
 FINAL_DESIGN = "B"
+#: Fields that only choose the evaluation images: prefixes of the held-out train pool and of the
+#: test split, never training or calibration images, so changing them needs no retraining.
+EVAL_FIELDS = ("n_heldout", "n_test")
 
 
 def regenerate_command(space: str) -> str:
@@ -77,7 +81,26 @@ def design_config(space: str, design: str | SupernetConfig = FINAL_DESIGN) -> Su
         return design
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; known: {sorted(DESIGNS)}")
-    return SupernetConfig(space=space, **DESIGNS[design])
+    return SupernetConfig(space=space, **{k: v for k, v in DESIGNS[design].items() if k != "train_as"})
+
+
+def training_design(design: str | SupernetConfig) -> tuple[str, str | SupernetConfig]:
+    """``(name, design)`` of the run whose weights ``design`` uses (itself unless ``train_as``)."""
+    if isinstance(design, SupernetConfig):
+        return "custom", design
+    base = DESIGNS.get(design, {}).get("train_as", design)
+    return base, base
+
+
+def training_config(space: str, design: str | SupernetConfig = FINAL_DESIGN) -> SupernetConfig:
+    """The config the weights of ``design`` were trained under; differs from
+    :func:`design_config` at most in :data:`EVAL_FIELDS`."""
+    cfg = design_config(space, design)
+    train = design_config(space, training_design(design)[1])
+    diff = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(train, f.name)]
+    if set(diff) - set(EVAL_FIELDS):
+        raise ValueError(f"design {design!r} differs from its training design in {diff}; only {EVAL_FIELDS} may differ")
+    return train
 
 
 def benchmark_archs(space: str, n: int = 3000, seed: int = ARCH_SEED) -> list[OFAArch]:
@@ -115,15 +138,15 @@ def _log_run(root: Path, record: dict) -> None:
 
 def _train_supernet(space: str, root: Path, design: str | SupernetConfig, work_dir: Path,
                     time_budget_s: float | None, progress: bool) -> dict:
-    cfg = design_config(space, design)
+    cfg, train_cfg = design_config(space, design), training_config(space, design)
     out = root / f"supernet-{space}.pt"
     if out.exists():
         return {"skipped": f"{out.name} exists"}
-    name = design if isinstance(design, str) else "custom"
-    tr = Trainer(cfg, build_data(cfg), work_dir / f"{name}-{space}" / "ckpt.pt")
+    name = training_design(design)[0]
+    tr = Trainer(train_cfg, build_data(train_cfg), work_dir / f"{name}-{space}" / "ckpt.pt")
     res = tr.train(time_budget_s=time_budget_s, progress=progress)
     if res["done"]:
-        save_supernet(tr.net, cfg, out)
+        save_supernet(tr.net, cfg, out)  # stored with the labelling design's evaluation fields
         (root / f"trainlog-{space}.json").write_text(json.dumps(tr.log))
     return {"steps": res["step"], "train_wall_s_total": tr.wall_s, "done": res["done"]}
 
@@ -153,7 +176,7 @@ def _reliability(space: str, root: Path, design: str | SupernetConfig, work_dir:
     if not weights.exists():
         raise FileNotFoundError(f"{weights} not found: run the 'supernet' stage first")
     cfg, net = load_supernet(weights)
-    name = design if isinstance(design, str) else "custom"
+    name = training_design(design)[0]
     pilot = work_dir / f"{name}-{space}" / "reliability.json"
     if pilot.exists() and SupernetConfig(**json.loads(pilot.read_text())["config"]) == cfg:
         rel = json.loads(pilot.read_text())  # the pilot evaluated these very weights at the end of training
