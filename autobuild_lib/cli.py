@@ -142,6 +142,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     stages = args.stages.split(",") if args.stages else None
     kw = {} if stages is None else {"stages": stages}
+    if args.design:
+        kw["design"] = args.design
     with parallel_config(backend=args.backend):
         for space in args.space:
             rep = generate(space, n=args.n, n_jobs=args.n_jobs, chunk=args.chunk,
@@ -229,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = s.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     g = gsub.add_parser("mini-ofa", help="Mini-OFA: supernet, labels of 3,000 archs per space, IR graphs")
     g.add_argument("--space", nargs="+", required=True, choices=["mbv3", "pn"])
-    g.add_argument("--stages", help="comma-separated subset of supernet,static,latency,acc,ir,merge "
+    g.add_argument("--stages", help="comma-separated subset of supernet,reliability,static,latency,acc,ir,merge,checks "
                                     "(default: all, in that order)")
     g.add_argument("--n", type=int, default=3000, help="architectures per space")
+    g.add_argument("--design", help="supernet design (autobuild_lib.miniofa.generate.DESIGNS; default FINAL_DESIGN)")
     g.add_argument("--n-jobs", type=int, default=1, help="parallel work units (latency: keep 1)")
     g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
     g.add_argument("--chunk", type=int, default=50, help="units per shard")
