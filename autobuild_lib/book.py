@@ -4,6 +4,11 @@
 of ``notebooks/`` in name order with the parameters of the top-level
 ``_config.yml`` (see :mod:`autobuild_lib.config`), writes the executed copies
 to ``book/chapters/`` and then runs ``jupyter-book build book/``.
+
+A chapter whose data is not there stops at its first cell with
+:class:`~autobuild_lib.study.DataMissing` (the message names each missing file and how to get
+it); the runner keeps that executed page, so the book still renders and says what is missing,
+and reports the chapter as ``data missing``.  Any other error stops the build.
 """
 from __future__ import annotations
 
@@ -47,14 +52,23 @@ def execute_notebook(src: Path, dst: Path, config: Path = STUDY_CONFIG, progress
 
 
 def build_book(profile: str | None = None, only: list[str] | None = None, render: bool = True,
-               out_dir: Path = BOOK_DIR / "chapters", config: Path = STUDY_CONFIG) -> list[dict]:
+               out_dir: Path = BOOK_DIR / "chapters", config: Path = STUDY_CONFIG,
+               notebook_dir: Path = NOTEBOOK_DIR) -> list[dict]:
     """Execute the notebooks into ``out_dir`` and render the book; returns a timing log."""
     log = []
-    for nb in list_notebooks(only=only):
+    for nb in list_notebooks(notebook_dir, only=only):
         print(f"[book] executing {nb.name} (profile={profile or 'from _config.yml'})", flush=True)
-        params, secs = execute_notebook(nb, out_dir / nb.name, config=config, profile=profile)
-        log.append({"notebook": nb.name, "seconds": round(secs, 1), **params})
-        print(f"[book] {nb.name}: {secs:.1f} s", flush=True)
+        start = time.perf_counter()
+        try:
+            params, secs = execute_notebook(nb, out_dir / nb.name, config=config, profile=profile)
+            status = "ok"
+        except pm.PapermillExecutionError as err:
+            if err.ename != "DataMissing":
+                raise
+            params, secs, status = {}, time.perf_counter() - start, "data missing"
+            print(f"[book] {nb.name}: DATA MISSING -- {err.evalue}", flush=True)
+        log.append({"notebook": nb.name, "seconds": round(secs, 1), "status": status, **params})
+        print(f"[book] {nb.name}: {status}, {secs:.1f} s", flush=True)
     if render:
         jb = Path(sys.executable).with_name("jupyter-book")
         exe = str(jb) if jb.exists() else shutil.which("jupyter-book")

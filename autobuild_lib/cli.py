@@ -156,7 +156,7 @@ def _book(args: argparse.Namespace) -> None:
     from .book import build_book
 
     log = build_book(profile=args.profile, only=args.only, render=not args.no_render)
-    print(pd.DataFrame(log)[["notebook", "seconds"]].to_string(index=False))
+    print(pd.DataFrame(log)[["notebook", "status", "seconds"]].to_string(index=False))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -125,3 +125,28 @@ def test_config_overrides(tmp_path):
         load_study_config(bad)
     with pytest.raises(ValueError, match="unknown notebooks"):
         list_notebooks(NOTEBOOK_DIR, only=["99_nothing"])
+
+
+def _tiny_notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "autobuild", "display_name": "autobuild", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('profile = "full"\nseed = 0\ndataset = "mini-ofa"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+def test_build_keeps_a_data_missing_page_and_stops_on_other_errors(tmp_path):
+    from autobuild_lib.book import build_book
+
+    src = tmp_path / "nbs"
+    src.mkdir()
+    _tiny_notebook(src / "01_needs_data.ipynb",
+                   "from autobuild_lib.study import DataMissing\nraise DataMissing('missing mbv3.csv: run generate')")
+    _tiny_notebook(src / "02_fine.ipynb", "print(profile)")
+    log = build_book(profile="smoke", render=False, out_dir=tmp_path / "out", notebook_dir=src)
+    assert [r["status"] for r in log] == ["data missing", "ok"]
+    page = nbformat.read(tmp_path / "out" / "01_needs_data.ipynb", 4)
+    assert any("missing mbv3.csv" in str(o) for c in page.cells for o in c.get("outputs", []))
+    _tiny_notebook(src / "03_broken.ipynb", "raise ValueError('a real bug')")
+    with pytest.raises(pm.PapermillExecutionError, match="a real bug"):
+        build_book(profile="smoke", render=False, out_dir=tmp_path / "out", notebook_dir=src, only=["03_broken"])
