@@ -159,3 +159,12 @@ def test_split_half_by_size_tracks_label_noise():
     assert t["srcc_mean"].iloc[-1] > 0.95 and t["srcc_mean"].iloc[0] < 0.9
     with pytest.raises(ValueError, match="per half"):
         split_half_by_size(correct, halves, [10000])
+
+
+def test_distill_switch_changes_only_the_non_largest_losses():
+    cfg = SupernetConfig(**TINY)
+    data = tiny_data(cfg)
+    kd, ce = (Trainer(dataclasses.replace(cfg, distill=d), data).train_step() for d in (True, False))
+    assert kd["loss_max"] == pytest.approx(ce["loss_max"])      # same step, same largest subnet, same CE
+    assert kd["loss_min"] != pytest.approx(ce["loss_min"])      # KD target vs true labels
+    assert SupernetConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k != "distill"}) == cfg  # old configs load

@@ -62,6 +62,7 @@ LABEL_COLUMNS = ("acc", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
 DESIGNS: dict[str, dict] = {
     "A": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=580),
     "B": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=2400),
+    "C": dict(width_mult=0.25, stem_stride=2, canvas=56, n_calib=1000, n_heldout=5000, total_steps=2400, distill=False),
 }
 FINAL_DESIGN = "B"
 #: Fields that only choose the evaluation images: prefixes of the held-out train pool and of the

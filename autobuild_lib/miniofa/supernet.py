@@ -35,7 +35,8 @@ for the kernel size to matter (56 px input: 56, 28, 14, 7, 7, 4).
 Training: sandwich rule -- per step the largest subnet (at 56 px, CE loss on
 labels), the smallest (at 48 px) and ``n_random`` random subnets (sampled with
 :meth:`OFASpace.sample`, i.e. OFA's order, random resolution), the latter all
-distilled in place from the largest's (detached) soft predictions; gradients
+distilled in place from the largest's (detached) soft predictions (with
+``distill=False`` every subnet learns from the labels instead); gradients
 are accumulated and one AdamW step with linear warm-up and cosine decay to 0
 is taken.  Every random choice derives from ``(seed, step)``, so a run killed
 and resumed from its checkpoint continues exactly.
@@ -102,6 +103,7 @@ class SupernetConfig:
     n_test: int = 10000
     batch_size: int = 128
     n_random: int = 1
+    distill: bool = True
     total_steps: int = 1000
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -331,7 +333,7 @@ class Trainer:
         for j, arch in enumerate(archs):
             r = set_arch(net, self.space, arch)
             logits = net(to_input(x, r))
-            if j == 0:
+            if j == 0 or not cfg.distill:
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 soft = F.softmax(logits.detach(), dim=1)
             else:
