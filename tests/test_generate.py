@@ -138,7 +138,8 @@ def tiny_benchmark(tmp_path_factory):
 
 def test_pipeline_writes_table_manifest_runs(tiny_benchmark):
     root, rep = tiny_benchmark
-    assert list(rep) == ["supernet", "reliability", "static", "latency", "acc", "ir", "merge", "checks"]
+    assert list(rep) == ["supernet", "reliability", "static", "latency", "acc", "ir", "latency_model", "merge", "checks"]
+    assert "at least" in rep["latency_model"]["skipped"]
     frame = load_mini_ofa("mbv3", root)
     assert list(frame.columns) == ["arch", *LABEL_COLUMNS] and len(frame) == 4
     sp = space_of("mbv3")
@@ -146,7 +147,7 @@ def test_pipeline_writes_table_manifest_runs(tiny_benchmark):
     assert frame[list(LABEL_COLUMNS)].notna().all().all()
     assert (frame["flops"] > frame["flops_mini"]).all() and frame["acc"].between(0, 100).all()
     runs = [json.loads(line) for line in (root / "runs.jsonl").read_text().splitlines()]
-    assert {r["stage"] for r in runs} == set(rep) and all("cpu" in r["machine"] for r in runs)
+    assert {r["stage"] for r in runs} == set(rep) - {"latency_model"} and all("cpu" in r["machine"] for r in runs)
     manifest = json.loads((root / "MANIFEST.json").read_text())["sha256"]
     assert {"mbv3.csv", "supernet-mbv3.pt", "ir-mbv3.npz", "runs.jsonl", "DATA_CARD.md", "reliability-mbv3.json",
             "checks-mbv3.json"} <= set(manifest)
@@ -248,3 +249,44 @@ def test_labelling_design_may_only_change_the_evaluation_set(monkeypatch):
     assert g.training_design("Z") == ("B", "B")
     with pytest.raises(ValueError, match="width_mult"):
         g.training_config("pn", "Y")
+
+
+def test_card_reports_pilots_progress_and_blocked_status(tmp_path):
+    import json
+
+    from autobuild_lib.miniofa.card import write_card
+    from autobuild_lib.workunits import ShardStore
+
+    rel = {"n_archs": 40, "n_eval": 100, "n_half": [50, 50], "srcc_split_acc": 0.8, "srcc_split_ce": 0.9,
+           "srcc_acc_depth": 0.1, "srcc_acc_resolution": 0.5, "acc_mean": 70.0, "acc_std": 0.5, "acc_min": 69.0,
+           "acc_max": 71.0}
+    (tmp_path / "pilots" / "Q-mbv3").mkdir(parents=True)
+    (tmp_path / "pilots" / "Q-mbv3" / "reliability.json").write_text(json.dumps(rel))
+    ShardStore(tmp_path / "work" / "pn" / "static").append([{"arch": "a", "flops": 300.0, "n_params": 5.0},
+                                                                 {"arch": "b", "flops": 500.0, "n_params": 7.0}])
+    card = write_card(tmp_path).read_text()
+    assert "**Accuracy labels are not generated**" in card
+    assert "| pilot Q | mbv3 | 40 | 100 (50+50) | 0.800 |" in card and "| **no** |" in card
+    assert "| pn | 2 | 0 | 0 |" in card and "| pn flops " in card
+    rel.update(srcc_split_acc=0.95, srcc_acc_depth=0.4)
+    (tmp_path / "pilots" / "Q-mbv3" / "reliability.json").write_text(json.dumps(rel))
+    assert "not generated**" not in write_card(tmp_path).read_text()
+
+
+def test_latency_model_stage_trains_on_the_measured_shards(tmp_path):
+    import json
+
+    from autobuild_lib.miniofa.generate import _latency_model
+    from autobuild_lib.workunits import ShardStore
+
+    sp = space_of("pn")
+    keys = [sp.to_string(a) for a in benchmark_archs("pn", 20)]
+    with pytest.raises(ValueError, match="not done yet"):
+        _latency_model("pn", keys, tmp_path, progress=False, epochs=2)
+    ShardStore(tmp_path / "work" / "pn" / "latency").append(
+        [{"arch": k, "latency_cpu": 10.0 + sp.from_string(k).n_layers} for k in keys])
+    rep = _latency_model("pn", keys, tmp_path, progress=False, epochs=2)
+    info = json.loads((tmp_path / "latency-model-pn.json").read_text())
+    assert (tmp_path / "latency-pn.pt").exists() and info["n_train"] + info["n_test"] == 20
+    assert rep["test_mae_ms"] == info["test_mae_ms"] >= 0
+    assert "skipped" in _latency_model("pn", keys, tmp_path, progress=False, epochs=2)

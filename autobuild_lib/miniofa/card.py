@@ -44,7 +44,7 @@ def _walltime_table(runs: list[dict]) -> str:
         cells = [f"{wall[(s, stage)] / 60:.1f} min" if (s, stage) in wall else "not run" for s in SPACES]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     total = sum(wall.values()) / 3600
-    return "\n".join(lines) + f"\n\nTotal recorded: {total:.2f} CPU-hours (one worker process per stage)."
+    return "\n".join(lines) + f"\n\nTotal recorded: {total:.2f} CPU-hours (one worker process per stage; pilot trainings and their reliability runs are timed in PILOT.md)."
 
 
 def _machine(runs: list[dict]) -> str:
@@ -55,20 +55,81 @@ def _machine(runs: list[dict]) -> str:
             f"ofa {m['ofa']}, {m['torch_threads']} torch thread per worker")
 
 
-def _reliability(root: Path) -> str:
-    rows = ["| space | subnets | eval images (halves) | split-half SRCC acc | split-half SRCC CE | SRCC(acc, depth) | "
-            "SRCC(acc, resolution) | acc mean +/- std [min, max] | bar met |", "|---|" + "---|" * 9]
+def _reliability_sources(root: Path) -> list[tuple[str, str, dict]]:
+    """``(label, space, record)`` of every pilot (``pilots/<design>-<space>/``) and final measurement."""
+    out = []
+    for path in sorted((root / "pilots").glob("*/reliability.json")):
+        design, _, space = path.parent.name.rpartition("-")
+        out.append((f"pilot {design}", space, _read(path)))
     for s in SPACES:
         r = _read(root / f"reliability-{s}.json")
-        if r is None:
-            rows.append(f"| {s} | not measured yet |" + " |" * 8)
-            continue
-        ok = r["srcc_split_acc"] >= 0.9 and r["srcc_acc_depth"] >= 0.3
-        rows.append(f"| {s} | {r['n_archs']} | {r['n_eval']} ({r['n_half'][0]}+{r['n_half'][1]}) | "
+        if r is not None:
+            out.append(("exported supernet", s, r))
+    return out
+
+
+def _bar_met(r: dict) -> bool:
+    return r["srcc_split_acc"] >= 0.9 and r["srcc_acc_depth"] >= 0.3
+
+
+def _reliability(root: Path) -> str:
+    rows = ["| measured on | space | subnets | eval images (halves) | split-half SRCC acc | split-half SRCC CE | "
+            "SRCC(acc, depth) | SRCC(acc, resolution) | acc mean +/- std [min, max] | bar met |", "|---|" + "---|" * 9]
+    sources = _reliability_sources(root)
+    if not sources:
+        return "Not measured yet."
+    for label, s, r in sources:
+        rows.append(f"| {label} | {s} | {r['n_archs']} | {r['n_eval']} ({r['n_half'][0]}+{r['n_half'][1]}) | "
                     f"{r['srcc_split_acc']:.3f} | {r['srcc_split_ce']:.3f} | {r['srcc_acc_depth']:.3f} | "
                     f"{r['srcc_acc_resolution']:.3f} | {r['acc_mean']:.2f} +/- {r['acc_std']:.2f} "
-                    f"[{r['acc_min']:.2f}, {r['acc_max']:.2f}] | {'yes' if ok else '**no**'} |")
+                    f"[{r['acc_min']:.2f}, {r['acc_max']:.2f}] | {'yes' if _bar_met(r) else '**no**'} |")
     return "\n".join(rows)
+
+
+def _progress(root: Path) -> str:
+    """Finished work units per stage and space, and statistics of the finished labels."""
+    from ..workunits import ShardStore
+    from .generate import UNIT_COLUMNS
+
+    lines = ["| space | " + " | ".join(UNIT_COLUMNS) + " |", "|---|" + "---|" * len(UNIT_COLUMNS)]
+    stats = []
+    for s in SPACES:
+        cells = []
+        for stage, cols in UNIT_COLUMNS.items():
+            rows = ShardStore(root / "work" / s / stage).rows() if (root / "work" / s / stage).is_dir() else {}
+            cells.append(str(len(rows)))
+            if rows:
+                frame = pd.DataFrame(list(rows.values()))[list(cols)]
+                stats.append(frame.describe().T[["count", "mean", "std", "min", "max"]].rename(index=lambda c: f"{s} {c}"))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    if stats:
+        text += "\n\nStatistics of the finished units:\n\n" + pd.concat(stats).to_markdown(floatfmt=".4g")
+    return text
+
+
+def _latency_models(root: Path) -> str:
+    out = []
+    for s in SPACES:
+        m = _read(root / f"latency-model-{s}.json")
+        if m is not None:
+            out.append(f"- `{s}`: k-GNN trained on {m['n_train']} measured latencies ({m['epochs']} epochs, "
+                       f"{m['train_wall_s'] / 60:.1f} min); held-out {m['n_test']}: MAE {m['test_mae_ms']:.2f} ms, "
+                       f"mean |relative error| {m['test_mape_pct']:.1f} %, SRCC {m['test_srcc']:.3f}.")
+    return "\n".join(out) or "- not trained yet"
+
+
+def _status(root: Path) -> str:
+    sources = _reliability_sources(root)
+    done = [s for s in SPACES if (root / f"{s}.csv").exists()]
+    if done:
+        return f"Tables finished: {', '.join(f'`{s}.csv`' for s in done)}."
+    if sources and not any(_bar_met(r) for _, _, r in sources):
+        return ("**Accuracy labels are not generated**: no supernet design tried so far meets the label-reliability bar "
+                "(split-half SRCC of acc >= 0.9 and SRCC(acc, depth) >= 0.3 over 40 random subnets; table below), "
+                "and the benchmark does not label with noise. The design-independent labels (`flops`, `n_params`, "
+                "`latency_cpu`) and the IR graphs are generated; see *Progress*.")
+    return "Generation in progress; see *Progress*."
 
 
 def _checks(root: Path) -> str:
@@ -142,6 +203,9 @@ ImageNet accuracy and device latencies) rebuilt at CPU scale with every label me
 Architectures: `OFASpace.sample(np.random.default_rng([{ARCH_SEED}, i]))`, i = 0, 1, ..., duplicates
 skipped (OFA's order: depth per stage, then k and e per layer, then resolution).
 
+## Status
+{_status(root)}
+
 ## Supernet configuration
 {_config(root)}
 
@@ -152,6 +216,12 @@ Designs tried before this one: see `PILOT.md`{' (below)' if pilot.exists() else 
 
 ## Quality checks
 {_checks(root)}
+
+## Progress (finished work units)
+{_progress(root)}
+
+## Latency predictors
+{_latency_models(root)}
 
 ## Label statistics
 {_stats(root)}

@@ -14,6 +14,9 @@ Stages (``python -m autobuild_lib generate mini-ofa --space mbv3|pn --stages ...
     :mod:`autobuild_lib.miniofa.labels`, stored as shards in ``work/<space>/<stage>/``.
 ``ir``
     Op-level IR graphs of the ImageNet-scale subnets -> ``ir-<space>.npz``.
+``latency_model``
+    The k-GNN latency predictor (:mod:`autobuild_lib.latency`, paper recipe) trained on the
+    measured latencies -> ``latency-<space>.pt`` and its test MAE / SRCC in ``latency-model-<space>.json``.
 ``merge``
     When every unit is done: ``<space>.csv`` (``arch`` + label columns, rows in sample order).
 ``checks``
@@ -53,7 +56,7 @@ __all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_
 MINI_OFA_DIR = DATA_DIR / "mini-ofa"
 WORK_CACHE = REPO_ROOT / ".cache" / "miniofa"
 ARCH_SEED = 1
-STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "merge", "checks")
+STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "latency_model", "merge", "checks")
 UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",), "acc": ("acc", "ce", "flops_mini")}
 LABEL_COLUMNS = ("acc", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
 
@@ -193,6 +196,34 @@ def _reliability(space: str, root: Path, design: str | SupernetConfig, work_dir:
     return {"srcc_split_acc": rel["srcc_split_acc"], "srcc_acc_depth": rel["srcc_acc_depth"]}
 
 
+def _latency_model(space: str, keys: Sequence[str], root: Path, progress: bool, epochs: int = 500) -> dict:
+    from ..latency import MIN_ARCHS, save_latency_predictor, train_latency_predictor
+
+    out = root / f"latency-{space}.pt"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    if len(keys) < MIN_ARCHS:
+        return {"skipped": f"a latency predictor needs at least {MIN_ARCHS} architectures, the benchmark has {len(keys)}"}
+    rows = ShardStore(root / "work" / space / "latency").merged(keys)  # raises unless every latency is measured
+    res = train_latency_predictor(space_of(space), [r["arch"] for r in rows], [r["latency_cpu"] for r in rows],
+                                  epochs=epochs, seed=0, progress=progress)
+    tmp = root / f".partial-{out.name}.{os.getpid()}"
+    save_latency_predictor(res, tmp)
+    os.replace(tmp, out)
+    info = {"space": space, "n_train": int(len(res.train_idx)), "n_test": int(len(res.test_idx)),
+            "test_mae_ms": float(res.test_mae_ms), "test_srcc": float(res.test_srcc),
+            "test_mape_pct": float(100 * np.mean(np.abs(
+                res.predict([rows[i]["arch"] for i in res.test_idx])
+                - np.array([rows[i]["latency_cpu"] for i in res.test_idx]))
+                / np.array([rows[i]["latency_cpu"] for i in res.test_idx]))),
+            "epochs": epochs, "train_wall_s": float(res.train_wall_s), "config": res.config}
+    js = root / f"latency-model-{space}.json"
+    tmp = root / f".partial-{js.name}.{os.getpid()}"
+    tmp.write_text(json.dumps(info, indent=1, default=str))
+    os.replace(tmp, js)
+    return {k: info[k] for k in ("test_mae_ms", "test_srcc", "test_mape_pct")}
+
+
 def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
     parts = {stage: ShardStore(root / "work" / space / stage).merged(keys) for stage in UNIT_COLUMNS}
     frame = pd.DataFrame({"arch": list(keys)})
@@ -240,6 +271,8 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
             rep = _reliability(space, root, design, Path(work_dir), progress)
         elif stage == "ir":
             rep = _ir(space, keys, root)
+        elif stage == "latency_model":
+            rep = _latency_model(space, keys, root, progress)
         elif stage == "merge":
             rep = _merge(space, keys, root)
         else:
