@@ -290,3 +290,17 @@ def test_latency_model_stage_trains_on_the_measured_shards(tmp_path):
     assert (tmp_path / "latency-pn.pt").exists() and info["n_train"] + info["n_test"] == 20
     assert rep["test_mae_ms"] == info["test_mae_ms"] >= 0
     assert "skipped" in _latency_model("pn", keys, tmp_path, progress=False, epochs=2)
+
+
+def test_checks_run_on_design_independent_labels_before_acc(tmp_path):
+    import json
+
+    rep = generate("pn", stages=["static", "latency", "ir", "checks"], n=3, root=tmp_path, design=TINY, chunk=2,
+                   progress=False, work_dir=tmp_path / "work-cache")
+    assert rep["checks"]["partial"] is True and not (tmp_path / "pn.csv").exists()
+    c = json.loads((tmp_path / "checks-pn.json").read_text())
+    assert c["rows"] == 3 and "acc" not in c["labels"] and "srcc_acc" not in c
+    assert c["repeat"]["exact_rows_identical"] == 3 and c["repeat"]["exact_columns"] == ["flops", "n_params"]
+    assert c["ir"]["graphs"] == 3 and c["ir"]["keys_match_table"]
+    card = (tmp_path / "DATA_CARD.md").read_text()
+    assert "`pn` (design-independent labels only, no `acc` yet): 3 rows" in card
