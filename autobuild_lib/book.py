@@ -12,6 +12,7 @@ and reports the chapter as ``data missing``.  Any other error stops the build.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import papermill as pm
 
+from .claims import CLAIMS_ENV
 from .config import load_study_config, notebook_parameters
 from .paths import BOOK_DIR, NOTEBOOK_DIR, STUDY_CONFIG
 
@@ -46,8 +48,16 @@ def execute_notebook(src: Path, dst: Path, config: Path = STUDY_CONFIG, progress
     params = notebook_parameters(cfg, src.stem, declared, **overrides)
     dst.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL,
-                        cwd=str(src.parent), progress_bar=progress)
+    old = os.environ.get(CLAIMS_ENV)
+    os.environ[CLAIMS_ENV] = str(dst.parent / "claims")  # the kernel inherits it: see autobuild_lib.claims
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL,
+                            cwd=str(src.parent), progress_bar=progress)
+    finally:
+        if old is None:
+            os.environ.pop(CLAIMS_ENV, None)
+        else:
+            os.environ[CLAIMS_ENV] = old
     return params, time.perf_counter() - start
 
 
