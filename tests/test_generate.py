@@ -268,6 +268,16 @@ def test_card_reports_pilots_progress_and_blocked_status(tmp_path):
     assert "**Accuracy labels are not generated**" in card
     assert "| pilot Q | mbv3 | 40 | 100 (50+50) | 0.800 |" in card and "| **no** |" in card
     assert "| pn | 2 | 0 | 0 |" in card and "| pn flops " in card
+    checks = {"rows": 2, "partial": True, "srcc_flops_latency": 0.7, "ir": {"graphs": 2, "keys_match_table": True,
+              "nodes_mean": 100.0, "op_vocabulary": {"Conv": 9}},
+              "repeat": {"n": 2, "exact_columns": ["flops", "n_params"], "n_exact_rows": 2, "exact_rows_identical": 2,
+                         "latency_srcc": 0.5, "latency_median_abs_rel_diff": 0.15}}
+    (tmp_path / "checks-pn.json").write_text(json.dumps(checks))
+    card = write_card(tmp_path).read_text()
+    assert "fail the repeatability check** (re-measured SRCC pn 0.500 < 0.9)" in card
+    checks["repeat"]["latency_srcc"] = 0.95
+    (tmp_path / "checks-pn.json").write_text(json.dumps(checks))
+    assert "fail the repeatability" not in write_card(tmp_path).read_text()
     rel.update(srcc_split_acc=0.95, srcc_acc_depth=0.4)
     (tmp_path / "pilots" / "Q-mbv3" / "reliability.json").write_text(json.dumps(rel))
     assert "not generated**" not in write_card(tmp_path).read_text()

@@ -119,7 +119,21 @@ def _latency_models(root: Path) -> str:
     return "\n".join(out) or "- not trained yet"
 
 
+def _latency_status(root: Path) -> str:
+    bad = {s: c["repeat"]["latency_srcc"] for s in SPACES if (c := _read(root / f"checks-{s}.json")) is not None
+           and not c["repeat"]["latency_srcc"] >= 0.9}
+    if not bad:
+        return ""
+    return ("\n\n**The measured latencies fail the repeatability check** (re-measured SRCC "
+            + ", ".join(f"{s} {v:.3f}" for s, v in bad.items())
+            + " < 0.9): timing on this shared machine drifts by 10-20 % between runs; see *Quality checks* and PILOT.md.")
+
+
 def _status(root: Path) -> str:
+    return _status_tables(root) + _latency_status(root)
+
+
+def _status_tables(root: Path) -> str:
     sources = _reliability_sources(root)
     done = [s for s in SPACES if (root / f"{s}.csv").exists()]
     if done:
