@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .analysis import CONSISTENT, INCONSISTENT, UNDETERMINED
+from .analysis import CONSISTENT, INCONSISTENT, UNDETERMINED, verdict
 from .graphs import FeatureSchema, GraphTable
 from .predictor import AutoBuildPredictor
 from .training import TrainConfig
@@ -648,8 +648,5 @@ def verdict_number(measured: float | None, paper: float, tol: float, relative: b
     return f"{INCONSISTENT} ({'higher' if measured > paper else 'lower'})"
 
 
-def verdict_claim(holds: bool | None) -> str:
-    """``consistent`` / ``inconsistent`` / ``undetermined`` (None)."""
-    if holds is None:
-        return UNDETERMINED
-    return CONSISTENT if bool(holds) else INCONSISTENT
+#: ``consistent`` / ``inconsistent`` / ``undetermined`` (None or NaN): the same words as chapters 01-02.
+verdict_claim = verdict
