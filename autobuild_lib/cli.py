@@ -152,6 +152,18 @@ def _generate(args: argparse.Namespace) -> None:
                 print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
 
 
+def _generate_sd(args: argparse.Namespace) -> None:
+    from joblib import parallel_config
+
+    from .minisd.generate import STAGES, generate
+
+    stages = args.stages.split(",") if args.stages else STAGES
+    with parallel_config(backend=args.backend):
+        rep = generate(stages, n_jobs=args.n_jobs, progress=not args.quiet)
+    for r in rep.values():
+        print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
+
+
 def _book(args: argparse.Namespace) -> None:
     from .book import build_book
 
@@ -241,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-budget-s", type=float, help="stop supernet training after this many seconds")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generate)
+    g = gsub.add_parser("mini-sd", help="Mini-SD: FID classifier, base U-Net, FID labels of fine-tuned variants")
+    g.add_argument("--stages", help="comma-separated subset of classifier,base,reliability,labels,constructions "
+                                    "(default: all, in that order)")
+    g.add_argument("--n-jobs", type=int, default=1, help="variants fine-tuned in parallel (one core each)")
+    g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=_generate_sd)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")

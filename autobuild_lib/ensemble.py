@@ -343,3 +343,61 @@ def exhaustive_search(space: SDSpace, table_fn: Callable[[Sequence[SDArch]], Gra
         bar.update(len(batch))
     bar.close()
     return best
+
+
+# --------------------------------------------------------------------------
+# The whole Sec. 5.3 / 7.10 procedure
+@dataclass
+class SDConstruction:
+    """What :func:`construct_sd` built: the two ensembles, module scores and the picked archs."""
+
+    ensemble: Ensemble
+    ensemble_mse: Ensemble
+    scores: pd.DataFrame
+    picks: dict[str, list[tuple[SDArch, float]]]  # method -> [(arch, score)], best first
+    k_used: dict[str, int]  # method -> the K that yielded combinations meeting the channel constraints
+
+
+def construct_sd(space: SDSpace, archs: Sequence[SDArch], y: np.ndarray, n: int = 4, k: int = 5,
+                 methods: Sequence[str] = ("autobuild", "es"), n_folds: int = 5,
+                 seeds: Sequence[int] = (0, 1, 2, 3), config: TrainConfig = SD_CONFIG,
+                 max_archs: int | None = None, progress: bool = False) -> SDConstruction:
+    """Train both ensembles on ``(archs, y)`` (``y`` higher is better, e.g. ``-FID``) and pick
+    ``n`` architectures per method (Sec. 5.3, 7.9-7.10):
+
+    * ``"autobuild"``: :func:`constrained_top_k` (K = ``k``) then :func:`top_combinations`;
+    * ``"unconstrained"``: :func:`unconstrained_top_k` then :func:`top_combinations`;
+    * ``"es"``: :func:`exhaustive_search` with the MSE-only ensemble (``max_archs`` subsamples).
+
+    If no combination of the K candidates per unit meets the channel constraints (their channels
+    disagree across units), K is doubled until one does; ``k_used`` records the K (the paper does
+    not say what it did in that case).
+    """
+    from .sd_graphs import SDTableBuilder
+
+    known = ("autobuild", "unconstrained", "es")
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        raise ValueError(f"unknown methods {bad}; choose from {known}")
+    builder = SDTableBuilder(space)
+    table = builder(list(archs))
+    ens = train_ensemble(table, y, n_folds, seeds, config, hop_srcc=True, progress=progress)
+    ens_mse = train_ensemble(table, y, n_folds, seeds, config, hop_srcc=False, progress=progress)
+    scores = sd_module_scores(ens, space)
+    picks: dict[str, list[tuple[SDArch, float]]] = {}
+    k_used: dict[str, int] = {}
+    n_max = max(space.n_modules(u) for u in range(space.n_units))
+    for method in methods:
+        if method == "es":
+            picks[method] = exhaustive_search(space, builder, ens_mse, n=n, max_archs=max_archs, progress=progress)
+            continue
+        kk = k
+        while method not in picks:
+            cands = per_unit_candidates(scores, space, kk, constrained=method == "autobuild")
+            try:
+                picks[method], k_used[method] = top_combinations(space, cands, scores, n), kk
+            except ValueError as exc:
+                if "no combination" not in str(exc) or kk >= n_max:
+                    raise
+                kk *= 2
+    return SDConstruction(ens, ens_mse, scores, picks, k_used)

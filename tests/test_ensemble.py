@@ -331,3 +331,18 @@ def test_bad_ensemble_inputs(labelled):
         train_ensemble(table, y, seeds=(1, 1), config=CONFIG)
     with pytest.raises(ValueError, match="max_archs"):
         list(iter_space(sd_unet_hw(), 0))
+
+
+def test_construct_sd_picks_valid_archs_per_method(hw, labelled):
+    from autobuild_lib.ensemble import construct_sd
+
+    archs, _, y = labelled
+    res = construct_sd(hw, archs, y, n=3, methods=("autobuild", "unconstrained", "es"), seeds=(0,),
+                       config=TrainConfig(epochs=3, n_layers=6), max_archs=500)
+    assert set(res.picks) == {"autobuild", "unconstrained", "es"}
+    for lst in res.picks.values():
+        assert len(lst) == 3 and all(hw.validate(a) == a for a, _ in lst)
+        assert [s for _, s in lst] == sorted((s for _, s in lst), reverse=True)
+    assert len(res.ensemble.members) == 5 and not res.ensemble_mse.hop_srcc
+    with pytest.raises(ValueError, match="unknown methods"):
+        construct_sd(hw, archs, y, methods=("random",))

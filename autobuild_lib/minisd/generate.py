@@ -1,0 +1,324 @@
+"""Generate the Mini-SD benchmark: classifier, base U-Net, label reliability, FID labels.
+
+Stages (``python -m autobuild_lib generate mini-sd --stages ...``), each resumable and
+skipping what is done; every file appears atomically under ``data/mini-sd/``:
+
+``classifier``
+    Train the FID-FMNIST feature network (:mod:`.fid`) -> ``classifier.pt`` and its
+    Fashion-MNIST test accuracy in ``classifier.json``.
+``base``
+    Train the base U-Net (the SD v1.4 analogue: C_m max, multipliers [1, 2, 3, 4], every
+    block) for ``base_steps`` (checkpointed under ``.cache/minisd/``) -> ``base.pt``.
+``reliability``
+    The first :data:`N_RELIABILITY` label architectures fine-tuned again with a second
+    seed; SRCC of FID between the two runs and the run-to-run spread -> ``reliability.json``.
+``labels``
+    The 68 architectures of the ``sd`` space (the base, then random ones) fine-tuned and
+    labelled (:func:`~.train.label_variant`) as work units in ``work/sd/seed0/``;
+    when all are done -> ``sd.csv``.
+``constructions``
+    Sec. 5.3: both 20-predictor ensembles on ``y = -FID`` of ``sd.csv``
+    (:func:`~autobuild_lib.ensemble.construct_sd`), AutoBuild's top-4 and ES's top-4;
+    their module scores -> ``module-scores-sd.csv``, the picks and every member's held-out
+    SRCCs -> ``construction-sd.json``; the picked archs are fine-tuned and labelled like
+    the 68 (same work-unit store) -> ``constructed-sd.csv``.
+
+The architectures are the base, then ``SDSpace.sample(np.random.default_rng([ARCH_SEED, i]))``
+for i = 0, 1, ..., duplicates skipped.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..manifest import write_manifest
+from ..miniofa.generate import _log_run, _now
+from ..miniofa.labels import machine_info
+from ..paths import DATA_DIR, REPO_ROOT
+from ..spaces import get_space
+from ..spaces.sd import SDArch
+from ..workunits import ShardStore, run_units
+from .fid import FeatureNet, classifier_accuracy, fid_metric, train_classifier
+from .task import MiniSDConfig, load_task
+from .train import label_variant, train_unet
+from .unet import MiniUNet
+
+__all__ = ["MINI_SD_DIR", "CONFIG", "STAGES", "N_LABELS", "N_RELIABILITY", "benchmark_archs", "generate"]
+
+MINI_SD_DIR = DATA_DIR / "mini-sd"
+WORK_CACHE = REPO_ROOT / ".cache" / "minisd"
+CONFIG = MiniSDConfig()
+STAGES = ("classifier", "base", "reliability", "labels", "constructions")
+ARCH_SEED = 7
+N_LABELS = {"sd": 68, "sd-hw": 90}
+N_RELIABILITY = 10
+LABEL_SEED = 0
+SECOND_SEED = 1
+CKPT_EVERY = 100
+
+
+def benchmark_archs(space: str, n: int, seed: int = ARCH_SEED) -> list[SDArch]:
+    """The base architecture, then distinct seeded samples, ``n`` in all."""
+    sp = get_space(space)
+    archs = [sp.base_arch()]
+    seen = {sp.to_string(archs[0])}
+    i = 0
+    while len(archs) < n:
+        a = sp.sample(np.random.default_rng([seed, i]))
+        i += 1
+        if sp.to_string(a) not in seen:
+            seen.add(sp.to_string(a))
+            archs.append(a)
+    return archs
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _classifier(root: Path, cfg: MiniSDConfig) -> dict:
+    out = root / "classifier.pt"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    task = load_task()
+    t0 = time.perf_counter()
+    net = train_classifier(task.train[:, :, 2:30, 2:30], task.train_labels, epochs=cfg.classifier_epochs)
+    acc = classifier_accuracy(net, task.test, task.test_labels)
+    rep = {"test_accuracy": acc, "epochs": cfg.classifier_epochs, "train_s": round(time.perf_counter() - t0, 1),
+           "num_features": FeatureNet.num_features}
+    _atomic_text(json.dumps(rep, indent=1), root / "classifier.json")
+    _atomic_save(net.state_dict(), out)
+    return rep
+
+
+def _base(root: Path, cfg: MiniSDConfig, work_dir: Path, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    out = root / "base.pt"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work_dir / "base-ckpt.pt"
+    torch.manual_seed(0)
+    model = MiniUNet(get_space("sd").base_arch(), cfg.divisor)
+    start, opt_state, log = 0, None, []
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["config"] != cfg:
+            raise ValueError(f"{ckpt_path} was trained with another config; delete it to start again")
+        model.load_state_dict(ck["model"])
+        start, opt_state, log = ck["step"], ck["opt"], ck["log"]
+    task = load_task()
+    bar = tqdm(total=cfg.base_steps, initial=start, desc="base U-Net", disable=not progress)
+    t0 = time.perf_counter()
+    wall0 = log[-1]["wall_s"] if log else 0.0
+
+    def on_step(s: int, loss: float, opt: dict) -> None:
+        log.append({"step": s, "loss": loss, "wall_s": wall0 + time.perf_counter() - t0})
+        bar.update(1)
+        if (s + 1) % CKPT_EVERY == 0 or s + 1 == cfg.base_steps:
+            _atomic_save({"model": model.state_dict(), "opt": opt, "step": s + 1, "log": log, "config": cfg},
+                         ckpt_path)
+
+    train_unet(model, task.train, cfg.base_steps, cfg.base_lr, cfg.batch, seed=0, start=start,
+               opt_state=opt_state, on_step=on_step)
+    bar.close()
+    _atomic_text(json.dumps(log), root / "base-trainlog.json")
+    _atomic_save(model.state_dict(), out)
+    return {"steps": cfg.base_steps, "train_wall_s_total": round(log[-1]["wall_s"], 1) if log else 0.0,
+            "final_loss_mean100": float(np.mean([r["loss"] for r in log[-100:]])) if log else None}
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_state(root: str, cfg: MiniSDConfig) -> tuple:
+    """Per-process cache: base model, classifier, training/evaluation images, FID metric."""
+    torch.set_num_threads(1)
+    r = Path(root)
+    base = MiniUNet(get_space("sd").base_arch(), cfg.divisor)
+    base.load_state_dict(torch.load(r / "base.pt", weights_only=True))
+    clf = FeatureNet()
+    clf.load_state_dict(torch.load(r / "classifier.pt", weights_only=True))
+    clf.eval()
+    task = load_task()
+    ev = task.eval_images(cfg.n_eval)
+    return base.eval(), clf, task.train, ev, fid_metric(clf, ev)
+
+
+def label_unit(root: str, cfg: MiniSDConfig, space: str, seed: int, key: str) -> dict:
+    """One work unit: fine-tune and label the architecture ``key`` with fine-tuning seed ``seed``."""
+    base, clf, train, ev, metric = _worker_state(root, cfg)
+    arch = get_space(space).from_string(key)
+    row = label_variant(arch, base, train, ev, clf, cfg, seed=seed, metric=metric)
+    return {"arch": key, "seed": seed, **row}
+
+
+def _units(space: str, keys: Sequence[str], seed: int, root: Path, cfg: MiniSDConfig, n_jobs: int,
+           progress: bool) -> dict:
+    for f in ("base.pt", "classifier.pt"):
+        if not (root / f).exists():
+            raise FileNotFoundError(f"{root / f} not found: run the 'classifier' and 'base' stages first")
+    store = ShardStore(root / "work" / space / f"seed{seed}")
+    fn = functools.partial(label_unit, str(root), cfg, space, seed)
+    return run_units(fn, keys, store, chunk=max(1, n_jobs), n_jobs=n_jobs, progress=progress,
+                     desc=f"{space} seed {seed}", on_shard=lambda _p: write_manifest(root))
+
+
+def _reliability(root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool) -> dict:
+    from scipy.stats import spearmanr
+
+    keys = [get_space("sd").to_string(a) for a in benchmark_archs("sd", N_LABELS["sd"])][:N_RELIABILITY]
+    rep = {}
+    for seed in (LABEL_SEED, SECOND_SEED):
+        rep[f"seed{seed}"] = _units("sd", keys, seed, root, cfg, n_jobs, progress)
+    a, b = (ShardStore(root / "work" / "sd" / f"seed{s}").merged(keys) for s in (LABEL_SEED, SECOND_SEED))
+    fa, fb = np.array([r["fid"] for r in a]), np.array([r["fid"] for r in b])
+    ma, mb = np.array([r["hole_mse"] for r in a]), np.array([r["hole_mse"] for r in b])
+    out = {
+        "n": len(keys), "seeds": [LABEL_SEED, SECOND_SEED],
+        "srcc_fid": float(spearmanr(fa, fb)[0]), "srcc_hole_mse": float(spearmanr(ma, mb)[0]),
+        "fid_seed_a": fa.round(4).tolist(), "fid_seed_b": fb.round(4).tolist(),
+        "run_to_run_abs_diff_mean": float(np.abs(fa - fb).mean()),
+        "run_to_run_abs_diff_max": float(np.abs(fa - fb).max()),
+        "fid_range_seed_a": [float(fa.min()), float(fa.max())],
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+    }
+    _atomic_text(json.dumps(out, indent=1), root / "reliability.json")
+    return {k: v for k, v in out.items() if not isinstance(v, list)}
+
+
+def _labels(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool) -> dict:
+    keys = [get_space(space).to_string(a) for a in benchmark_archs(space, N_LABELS[space])]
+    rep = _units(space, keys, LABEL_SEED, root, cfg, n_jobs, progress)
+    rows = ShardStore(root / "work" / space / f"seed{LABEL_SEED}").merged(keys)
+    frame = pd.DataFrame(rows)[["arch", "fid", "hole_mse", "flops", "n_params", "finetune_s", "eval_s"]]
+    out = root / f"{space}.csv"
+    tmp = root / f".partial-{out.name}.{os.getpid()}"
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    rep["rows"] = len(frame)
+    return rep
+
+
+def _constructions(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool,
+                   ensemble: dict | None = None) -> dict:
+    """``ensemble``: keyword arguments for :func:`~autobuild_lib.ensemble.construct_sd` (tests use
+    small ones; the default is the paper's 5 folds x 4 seeds, 1000 epochs, the whole space for ES)."""
+    from ..ensemble import construct_sd
+
+    table = root / f"{space}.csv"
+    if not table.exists():
+        raise FileNotFoundError(f"{table} not found: run the 'labels' stage first")
+    sp = get_space(space)
+    frame = pd.read_csv(table)
+    out_json = root / f"construction-{space}.json"
+    if out_json.exists():
+        picks = json.loads(out_json.read_text())["picks"]
+    else:
+        t0 = time.perf_counter()
+        res = construct_sd(sp, [sp.from_string(a) for a in frame["arch"]], -frame["fid"].to_numpy(),
+                           n=4, methods=("autobuild", "es"), progress=progress, **(ensemble or {}))
+        picks = {m: [{"arch": sp.to_string(a), "score": s} for a, s in lst] for m, lst in res.picks.items()}
+        members = lambda e: [{"seed": m.seed, "fold": m.fold, "srcc_hop": m.srcc_hop.round(4).tolist(),  # noqa: E731
+                              "srcc_pred": round(m.srcc_pred, 4)} for m in e.members]
+        from ..interpret import fe_scores
+
+        fe = pd.concat([fe_scores(m.result.model).assign(seed=m.seed, fold=m.fold, srcc_hop0=float(m.srcc_hop[0]))
+                        for m in res.ensemble.members])
+        tmp = root / f".partial-fe-scores-{space}.csv.{os.getpid()}"
+        fe.to_csv(tmp, index=False)
+        os.replace(tmp, root / f"fe-scores-{space}.csv")
+        scores = res.scores.drop(columns=["module"])
+        tmp = root / f".partial-module-scores-{space}.csv.{os.getpid()}"
+        scores.to_csv(tmp, index=False)
+        os.replace(tmp, root / f"module-scores-{space}.csv")
+        _atomic_text(json.dumps({"label": "y = -fid", "picks": picks, "k_used": res.k_used, "ensemble": members(res.ensemble),
+                                 "ensemble_mse": members(res.ensemble_mse),
+                                 "seconds": round(time.perf_counter() - t0, 1)}, indent=1), out_json)
+    keys = list(dict.fromkeys(p["arch"] for lst in picks.values() for p in lst))
+    rep = _units(space, keys, LABEL_SEED, root, cfg, n_jobs, progress)
+    rows = {r["arch"]: r for r in ShardStore(root / "work" / space / f"seed{LABEL_SEED}").merged(keys)}
+    out = pd.DataFrame([{"method": m, "rank": i + 1, "score": p["score"], **rows[p["arch"]]}
+                        for m, lst in picks.items() for i, p in enumerate(lst)])
+    out = out[["method", "rank", "arch", "score", "fid", "hole_mse", "flops", "n_params", "finetune_s", "eval_s"]]
+    tmp = root / f".partial-constructed-{space}.csv.{os.getpid()}"
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, root / f"constructed-{space}.csv")
+    rep["rows"] = len(out)
+    best = [out[out["method"] == m].sort_values("fid").iloc[0]["arch"] for m in picks]
+    rep["samples"] = _samples(space, root, cfg, list(dict.fromkeys(best)), rows)
+    return rep
+
+
+def _samples(space: str, root: Path, cfg: MiniSDConfig, keys: Sequence[str], rows: dict, n: int = 16) -> dict:
+    """Fine-tune ``keys`` again exactly as labelled, keep their first ``n`` inpainted evaluation images
+    (``samples-<space>.npz``: ``real``, ``masks``, ``arch_<i>``) and check the FID is reproduced."""
+    from .masks import eval_masks
+    from .train import evaluate, inpaint_eval_set
+    from .unet import inherit
+
+    out = root / f"samples-{space}.npz"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    base, clf, train, ev, metric = _worker_state(str(root), cfg)
+    arrays, check = {"real": ev[:n].numpy(), "masks": eval_masks(n).numpy(), "archs": np.array(list(keys))}, {}
+    for i, key in enumerate(keys):
+        torch.manual_seed(LABEL_SEED)
+        model = MiniUNet(get_space(space).from_string(key), cfg.divisor)
+        inherit(model, base)
+        train_unet(model, train, cfg.ft_steps, cfg.ft_lr, cfg.batch, seed=LABEL_SEED)
+        fid = evaluate(model, ev, clf, cfg, metric)["fid"]
+        check[key] = {"fid_label": rows[key]["fid"], "fid_again": fid}
+        arrays[f"arch_{i}"] = inpaint_eval_set(model, ev[:n], cfg).numpy()
+    tmp = root / f".partial-{out.name}.{os.getpid()}.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out)
+    return check
+
+
+def generate(stages: Sequence[str] = STAGES, root: str | Path = MINI_SD_DIR, cfg: MiniSDConfig = CONFIG,
+             n_jobs: int = 1, progress: bool = True, work_dir: str | Path = WORK_CACHE) -> dict:
+    """Run ``stages`` in order; each is resumable and skips what is done.  Returns a report per stage."""
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    report = {}
+    for stage in [s for s in STAGES if s in stages]:
+        t0, started = time.perf_counter(), _now()
+        if stage == "classifier":
+            rep = _classifier(root, cfg)
+        elif stage == "base":
+            rep = _base(root, cfg, Path(work_dir), progress)
+        elif stage == "reliability":
+            rep = _reliability(root, cfg, n_jobs, progress)
+        elif stage == "labels":
+            rep = _labels("sd", root, cfg, n_jobs, progress)
+        else:
+            rep = _constructions("sd", root, cfg, n_jobs, progress)
+        rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
+                   n_jobs=n_jobs, machine=machine_info())
+        if not rep.get("skipped"):
+            _log_run(root, rep)
+        from .card import write_card
+
+        write_card(root)
+        write_manifest(root, exclude=(".partial-",))
+        report[stage] = rep
+    return report
