@@ -1,0 +1,53 @@
+"""A small stand-in for the Mini-SD benchmark folder, for tests and notebook smoke runs.
+
+``write_fixture_mini_sd(root)`` writes the files ``data/mini-sd`` holds, in the same format, by
+running the real ``constructions`` stage on an *untrained* base U-Net and classifier with 20
+architectures whose FIDs are synthetic (a deterministic function of the architecture).  Test
+scaffolding, never study data.  Point a notebook at it with ``AUTOBUILD_MINI_SD_DIR=<root>``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from autobuild_lib.manifest import write_manifest
+from autobuild_lib.minisd import FeatureNet, MiniSDConfig, MiniUNet
+from autobuild_lib.minisd import generate as gen
+from autobuild_lib.spaces import get_space
+from autobuild_lib.training import TrainConfig
+
+TINY = MiniSDConfig(ft_steps=1, batch=2, n_eval=16, ddim_steps=1)
+
+
+def synthetic_fid(arch) -> float:
+    return float(arch.c_m / 64 + sum(arch.multipliers) + 0.3 * sum(map(sum, arch.outputs)))
+
+
+def write_fixture_mini_sd(root: str | Path, n: int = 20) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    sp = get_space("sd")
+    torch.manual_seed(0)
+    torch.save(MiniUNet(sp.base_arch(), TINY.divisor).state_dict(), root / "base.pt")
+    torch.save(FeatureNet().state_dict(), root / "classifier.pt")
+    archs = gen.benchmark_archs("sd", n)
+    fid = np.array([synthetic_fid(a) for a in archs])
+    pd.DataFrame({"arch": [sp.to_string(a) for a in archs], "fid": fid, "hole_mse": fid / 20,
+                  "flops": [a.c_m / 10.0 for a in archs], "n_params": [a.c_m / 1000 for a in archs],
+                  "finetune_s": 1.0, "eval_s": 1.0}).to_csv(root / "sd.csv", index=False)
+    k = gen.N_RELIABILITY
+    (root / "reliability.json").write_text(json.dumps({
+        "n": k, "seeds": [0, 1], "srcc_fid": 0.9, "srcc_hole_mse": 0.8, "fid_seed_a": fid[:k].tolist(),
+        "fid_seed_b": (fid[:k] + 0.1 * np.arange(k) % 0.3).tolist(), "run_to_run_abs_diff_mean": 0.1,
+        "run_to_run_abs_diff_max": 0.2, "fid_range_seed_a": [float(fid[:k].min()), float(fid[:k].max())]}))
+    (root / "classifier.json").write_text(json.dumps({"test_accuracy": 0.1, "epochs": 0, "train_s": 0.0,
+                                                      "num_features": 128}))
+    gen._constructions("sd", root, TINY, 1, False, ensemble=dict(
+        seeds=(0,), config=TrainConfig(epochs=2, n_layers=6), max_archs=300))
+    gen._worker_state.cache_clear()
+    write_manifest(root)
+    return root
