@@ -17,8 +17,9 @@ in a minute of CPU time.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -181,3 +182,38 @@ class GraphTable:
         ei = self.edge_index[:, edges] + shift[eowner]
         return Batch(x_cat=self.x_cat[nodes], x_num=self.x_num[nodes], edge_index=ei,
                      batch=owner, ptr=new_ptr, num_graphs=len(idx))
+
+    def batches(self, idx: torch.Tensor | Sequence[int], batch_size: int,
+                min_size: int = 1) -> Iterator[tuple[int, int, FlatBatch]]:
+        """``(start, stop, batch)`` for consecutive slices ``idx[start:stop]`` of ``batch_size``.
+
+        The same tensors as ``self.batch(idx[start:stop])``, but the graphs
+        are gathered once for all of ``idx`` and every mini-batch is a slice
+        of that (a few tensor ops per step instead of a full gather plus a
+        PyG ``Batch``).  Slices with fewer than ``min_size`` graphs are skipped.
+        """
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        whole = self.batch(idx)
+        ecount = self.edge_ptr[idx + 1] - self.edge_ptr[idx]
+        node_ptr = whole.ptr.tolist()
+        edge_ptr = [0] + ecount.cumsum(0).tolist()
+        for start in range(0, len(idx), batch_size):
+            stop = min(start + batch_size, len(idx))
+            if stop - start < min_size:
+                continue
+            n0, n1, e0, e1 = node_ptr[start], node_ptr[stop], edge_ptr[start], edge_ptr[stop]
+            yield start, stop, FlatBatch(
+                x_cat=whole.x_cat[n0:n1], x_num=whole.x_num[n0:n1],
+                edge_index=whole.edge_index[:, e0:e1] - n0, batch=whole.batch[n0:n1] - start,
+                ptr=whole.ptr[start:stop + 1] - n0, num_graphs=stop - start)
+
+
+class FlatBatch(NamedTuple):
+    """A mini-batch with the fields of a PyG ``Batch`` the predictor reads."""
+
+    x_cat: torch.Tensor
+    x_num: torch.Tensor
+    edge_index: torch.Tensor
+    batch: torch.Tensor
+    ptr: torch.Tensor
+    num_graphs: int

@@ -115,37 +115,63 @@ def train_predictor(table: GraphTable, y: np.ndarray, config: TrainConfig | None
     ys = torch.tensor((y - y_mean) / y_std, dtype=torch.float32)
 
     model = AutoBuildPredictor(table.schema, hidden=config.hidden, n_layers=config.n_layers)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = AutoBuildLoss(hop_srcc=config.hop_srcc)
     history = []
-    with single_thread():
-        _fit(model, opt, loss_fn, table, ys, train_idx, rng, config, history, progress)
+    with single_thread(), flat_parameters(model) as flat:
+        opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay)
+        _fit(model, opt, flat, loss_fn, table, ys, train_idx, rng, config, history, progress)
     result = TrainResult(model, config, train_idx, test_idx, y_mean, y_std, history=history)
     if len(test_idx) > 1:
         result.metrics = evaluate_predictor(result, table, y, test_idx)
     return result
 
 
-def _fit(model: AutoBuildPredictor, opt: torch.optim.Optimizer, loss_fn: AutoBuildLoss,
-         table: GraphTable, ys: torch.Tensor, train_idx: np.ndarray, rng: np.random.Generator,
-         config: TrainConfig, history: list[float], progress: bool) -> None:
+@contextmanager
+def flat_parameters(model: torch.nn.Module) -> Iterator[torch.nn.Parameter]:
+    """All parameters of ``model`` as views of one flat parameter, grads likewise.
+
+    AdamW is elementwise, so one step on the flat vector is the same update,
+    bit for bit, as a step on every parameter tensor; it runs a dozen kernels
+    instead of a dozen per tensor (55 tensors in the OFA predictor: 1.9 ms of
+    a ~15 ms training step).  Zero the gradients with ``flat.grad.zero_()``
+    (never set them to ``None``): backward then accumulates into the views.
+    On exit every parameter gets its own storage again.
+    """
+    params = list(model.parameters())
+    flat = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    start = 0
+    for p in params:
+        p.data = flat.data[start:start + p.numel()].view_as(p)
+        p.grad = flat.grad[start:start + p.numel()].view_as(p)
+        start += p.numel()
+    try:
+        yield flat
+    finally:
+        for p in params:
+            p.data = p.data.clone()
+            p.grad = p.grad.clone() if p.grad is not None else None
+
+
+def _fit(model: AutoBuildPredictor, opt: torch.optim.Optimizer, flat: torch.nn.Parameter,
+         loss_fn: AutoBuildLoss, table: GraphTable, ys: torch.Tensor, train_idx: np.ndarray,
+         rng: np.random.Generator, config: TrainConfig, history: list[float], progress: bool) -> None:
     """The epoch loop: shuffled mini-batches, Eq. 4 loss, AdamW steps."""
     bar = tqdm(range(config.epochs), desc="train", disable=not progress, leave=False)
     for _ in bar:
         model.train()
-        order = rng.permutation(train_idx)
+        order = torch.as_tensor(rng.permutation(train_idx), dtype=torch.long)
+        ys_order = ys[order]
         total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            if len(idx) < 2:  # BatchNorm and SRCC need two graphs
-                continue
-            batch = table.batch(idx)
+        # the epoch's graphs are gathered once, each mini-batch is a slice of them;
+        # slices of one graph are skipped: BatchNorm and SRCC need two graphs
+        for start, stop, batch in table.batches(order, config.batch_size, min_size=2):
             pred, graph = model(batch)
-            loss = loss_fn(ys[idx], pred, graph)
-            opt.zero_grad()
+            loss = loss_fn(ys_order[start:stop], pred, graph)
+            flat.grad.zero_()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * (stop - start)
         history.append(total / len(order))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
 
