@@ -96,9 +96,15 @@ def _check_labels(table: GraphTable, y: np.ndarray) -> np.ndarray:
     return y
 
 
+def _train_member(table: GraphTable, y: np.ndarray, config: TrainConfig, train: np.ndarray,
+                  test: np.ndarray) -> TrainResult:
+    with single_thread():
+        return train_predictor(table, y, config, train_idx=train, test_idx=test, progress=False)
+
+
 def train_ensemble(table: GraphTable, y: np.ndarray, n_folds: int = 5,
                    seeds: Sequence[int] = (0, 1, 2, 3), config: TrainConfig = SD_CONFIG,
-                   hop_srcc: bool = True, progress: bool = False) -> Ensemble:
+                   hop_srcc: bool = True, progress: bool = False, n_jobs: int = 1) -> Ensemble:
     """Train ``n_folds x len(seeds)`` predictors, each held out on one fold (Sec. 7.8).
 
     For seed s the folds come from a permutation drawn with s, and every
@@ -106,7 +112,8 @@ def train_ensemble(table: GraphTable, y: np.ndarray, n_folds: int = 5,
     trains full batch (``batch_size`` = its training-set size) with
     ``hop_srcc`` choosing Eq. 4 or MSE only, on one torch thread
     (:func:`~autobuild_lib.dedup.single_thread`).  The other hyper-parameters
-    come from ``config``.  Deterministic for fixed seeds.
+    come from ``config``.  ``n_jobs`` members train in parallel (joblib).
+    Deterministic for fixed seeds, whatever ``n_jobs``.
     """
     y = _check_labels(table, y)
     seeds = tuple(int(s) for s in seeds)
@@ -117,15 +124,19 @@ def train_ensemble(table: GraphTable, y: np.ndarray, n_folds: int = 5,
     if len(y) < 2 * n_folds:
         raise ValueError(f"{n_folds} folds of {len(y)} architectures: every held-out fold needs "
                          f">= 2 architectures for an SRCC, so use n_folds <= {len(y) // 2}")
-    members = []
+    from joblib import Parallel, delayed
+
     jobs = [(s, f, test) for s in seeds for f, test in enumerate(kfold_indices(len(y), n_folds, s))]
-    for seed, fold, test in tqdm(jobs, desc="ensemble", disable=not progress):
+    calls = []
+    for seed, fold, test in jobs:
         train = np.setdiff1d(np.arange(len(y)), test)
         cfg = replace(config, batch_size=len(train), hop_srcc=hop_srcc, seed=seed)
-        with single_thread():
-            res = train_predictor(table, y, cfg, train_idx=train, test_idx=test, progress=False)
-        members.append(Member(res, seed, fold, np.nan_to_num(np.array(res.metrics["srcc_hop"]), nan=0.0),
-                              float(np.nan_to_num(res.metrics["srcc_pred"], nan=0.0))))
+        calls.append(delayed(_train_member)(table, y, cfg, train, test))
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
+    members = [Member(res, seed, fold, np.nan_to_num(np.array(res.metrics["srcc_hop"]), nan=0.0),
+                      float(np.nan_to_num(res.metrics["srcc_pred"], nan=0.0)))
+               for (seed, fold, _), res in zip(jobs, tqdm(results, total=len(jobs), desc="ensemble",
+                                                           disable=not progress))]
     return Ensemble(members, n_folds, seeds, hop_srcc)
 
 
@@ -361,7 +372,7 @@ class SDConstruction:
 def construct_sd(space: SDSpace, archs: Sequence[SDArch], y: np.ndarray, n: int = 4, k: int = 5,
                  methods: Sequence[str] = ("autobuild", "es"), n_folds: int = 5,
                  seeds: Sequence[int] = (0, 1, 2, 3), config: TrainConfig = SD_CONFIG,
-                 max_archs: int | None = None, progress: bool = False) -> SDConstruction:
+                 max_archs: int | None = None, progress: bool = False, n_jobs: int = 1) -> SDConstruction:
     """Train both ensembles on ``(archs, y)`` (``y`` higher is better, e.g. ``-FID``) and pick
     ``n`` architectures per method (Sec. 5.3, 7.9-7.10):
 
@@ -381,8 +392,8 @@ def construct_sd(space: SDSpace, archs: Sequence[SDArch], y: np.ndarray, n: int 
         raise ValueError(f"unknown methods {bad}; choose from {known}")
     builder = SDTableBuilder(space)
     table = builder(list(archs))
-    ens = train_ensemble(table, y, n_folds, seeds, config, hop_srcc=True, progress=progress)
-    ens_mse = train_ensemble(table, y, n_folds, seeds, config, hop_srcc=False, progress=progress)
+    ens = train_ensemble(table, y, n_folds, seeds, config, hop_srcc=True, progress=progress, n_jobs=n_jobs)
+    ens_mse = train_ensemble(table, y, n_folds, seeds, config, hop_srcc=False, progress=progress, n_jobs=n_jobs)
     scores = sd_module_scores(ens, space)
     picks: dict[str, list[tuple[SDArch, float]]] = {}
     k_used: dict[str, int] = {}

@@ -346,3 +346,11 @@ def test_construct_sd_picks_valid_archs_per_method(hw, labelled):
     assert len(res.ensemble.members) == 5 and not res.ensemble_mse.hop_srcc
     with pytest.raises(ValueError, match="unknown methods"):
         construct_sd(hw, archs, y, methods=("random",))
+
+
+def test_train_ensemble_in_parallel_matches_serial(labelled):
+    _, table, y = labelled
+    cfg = TrainConfig(epochs=3, n_layers=2)
+    a = train_ensemble(table, y, N_FOLDS, (0,), cfg)
+    b = train_ensemble(table, y, N_FOLDS, (0,), cfg, n_jobs=2)
+    assert np.array_equal(a.hop_weights(), b.hop_weights()) and np.array_equal(a.pred_weights(), b.pred_weights())
