@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generate)
     g = gsub.add_parser("mini-sd", help="Mini-SD: FID classifier, base U-Net, FID labels of fine-tuned variants")
-    g.add_argument("--stages", help="comma-separated subset of classifier,base,reliability,labels,constructions "
+    g.add_argument("--stages", help="comma-separated subset of classifier,base,reliability,labels,constructions,hw_labels,hw_latency,hw_constructions "
                                     "(default: all, in that order)")
     g.add_argument("--n-jobs", type=int, default=1, help="variants fine-tuned in parallel (one core each)")
     g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")

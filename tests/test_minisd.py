@@ -158,3 +158,41 @@ def test_constructions_stage_builds_labels_and_keeps_samples(tmp_path):
     for key, check in rep["samples"].items():
         assert check["fid_again"] == pytest.approx(check["fid_label"], rel=1e-5), key
     gen._worker_state.cache_clear()
+
+
+def test_hw_stages_end_to_end(tmp_path, monkeypatch):
+    """Sec. 7.10 stages on a random base: labels (1.5x budget), latency rounds, three methods x 3 metrics."""
+    import json
+
+    import pandas as pd
+
+    from autobuild_lib.minisd import generate as gen
+    from autobuild_lib.training import TrainConfig
+
+    monkeypatch.setitem(gen.N_LABELS, "sd-hw", 12)
+    monkeypatch.setattr(gen, "LATENCY_ROUNDS", 2)
+    monkeypatch.setattr(gen, "LATENCY_REPEATS", 2)
+    cfg = MiniSDConfig(ft_steps=2, batch=2, n_eval=8, ddim_steps=1)
+    assert gen.hw_config(cfg).ft_steps == 3
+    torch.manual_seed(0)
+    torch.save(MiniUNet(SD.base_arch(), cfg.divisor).state_dict(), tmp_path / "base.pt")
+    torch.save(FeatureNet().state_dict(), tmp_path / "classifier.pt")
+    gen._labels("sd-hw", tmp_path, gen.hw_config(cfg), 1, False)
+    frame = pd.read_csv(tmp_path / "sd-hw.csv")
+    assert len(frame) == 12 and frame["arch"].iloc[0] == get_space("sd-hw").to_string(get_space("sd-hw").base_arch())
+    info = gen._hw_latency(tmp_path, cfg, False)
+    lat = json.loads((tmp_path / "latency-sd-hw.json").read_text())
+    assert set(lat["latency_cpu"]) == set(frame["arch"]) and info["rounds"] == 2
+    gen._hw_constructions(tmp_path, cfg, 1, False, ensemble=dict(
+        seeds=(0,), n_folds=3, config=TrainConfig(epochs=2, n_layers=6), max_archs=200))
+    out = pd.read_csv(tmp_path / "constructed-sd-hw.csv")
+    assert set(out["metric"]) == set(gen.HW_METRICS) and set(out["method"]) == set(gen.HW_METHODS)
+    assert out.notna().all().all() and (out["latency_cpu"] > 0).all()
+    frame["latency_cpu"] = frame["arch"].map(lat["latency_cpu"])
+    y = gen.hw_label(frame, "flops")
+    assert np.isclose(y.mean(), 0) and np.argmax(y) == np.argmin(
+        (frame["fid"] - frame["fid"].mean()) / frame["fid"].std(ddof=0)
+        + (frame["flops"] - frame["flops"].mean()) / frame["flops"].std(ddof=0))
+    with pytest.raises(ValueError, match="unknown metric"):
+        gen.hw_label(frame, "acc")
+    gen._worker_state.cache_clear()

@@ -16,6 +16,13 @@ skipping what is done; every file appears atomically under ``data/mini-sd/``:
     The 68 architectures of the ``sd`` space (the base, then random ones) fine-tuned and
     labelled (:func:`~.train.label_variant`) as work units in ``work/sd/seed0/``;
     when all are done -> ``sd.csv``.
+``hw_labels`` / ``hw_latency`` / ``hw_constructions``
+    Sec. 7.10 on the hardware space ``sd-hw``: 90 architectures fine-tuned with 1.5x the budget
+    -> ``sd-hw.csv``; their CPU latency in shuffled rounds (:mod:`autobuild_lib.timing`) ->
+    ``latency-sd-hw.json``; per metric (latency, FLOPs, parameters) the label
+    ``y = -(z(FID) + z(metric))`` (z: standardised over the 90), both ensembles, and the top-4
+    of AutoBuild Constrained, Unconstrained and ES, fine-tuned and labelled like the 90; finally
+    the latency of the 90 and the constructed archs measured together -> ``constructed-sd-hw.csv``.
 ``constructions``
     Sec. 5.3: both 20-predictor ensembles on ``y = -FID`` of ``sd.csv``
     (:func:`~autobuild_lib.ensemble.construct_sd`), AutoBuild's top-4 and ES's top-4;
@@ -56,7 +63,13 @@ __all__ = ["MINI_SD_DIR", "CONFIG", "STAGES", "N_LABELS", "N_RELIABILITY", "benc
 MINI_SD_DIR = DATA_DIR / "mini-sd"
 WORK_CACHE = REPO_ROOT / ".cache" / "minisd"
 CONFIG = MiniSDConfig()
-STAGES = ("classifier", "base", "reliability", "labels", "constructions")
+STAGES = ("classifier", "base", "reliability", "labels", "constructions", "hw_labels", "hw_latency",
+          "hw_constructions")
+#: Sec. 7.10 fine-tunes 30k steps against Sec. 7.9's 20k: the hardware space gets 1.5x the budget.
+HW_FT_FACTOR = 1.5
+HW_METRICS = ("latency_cpu", "flops", "n_params")
+HW_METHODS = ("autobuild", "unconstrained", "es")
+LATENCY_ROUNDS, LATENCY_REPEATS = 7, 15
 ARCH_SEED = 7
 N_LABELS = {"sd": 68, "sd-hw": 90}
 N_RELIABILITY = 10
@@ -232,7 +245,7 @@ def _constructions(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progr
     else:
         t0 = time.perf_counter()
         res = construct_sd(sp, [sp.from_string(a) for a in frame["arch"]], -frame["fid"].to_numpy(),
-                           n=4, methods=("autobuild", "es"), progress=progress, **(ensemble or {}))
+                           n=4, methods=("autobuild", "es"), progress=progress, n_jobs=n_jobs, **(ensemble or {}))
         picks = {m: [{"arch": sp.to_string(a), "score": s} for a, s in lst] for m, lst in res.picks.items()}
         members = lambda e: [{"seed": m.seed, "fold": m.fold, "srcc_hop": m.srcc_hop.round(4).tolist(),  # noqa: E731
                               "srcc_pred": round(m.srcc_pred, 4)} for m in e.members]
@@ -291,6 +304,100 @@ def _samples(space: str, root: Path, cfg: MiniSDConfig, keys: Sequence[str], row
     return check
 
 
+def hw_config(cfg: MiniSDConfig) -> MiniSDConfig:
+    """The Sec. 7.10 labelling config: ``HW_FT_FACTOR`` x the fine-tuning steps."""
+    return cfg.replace(ft_steps=round(HW_FT_FACTOR * cfg.ft_steps))
+
+
+def _latency(space: str, keys: Sequence[str], cfg: MiniSDConfig, seed: int, progress: bool) -> tuple[dict, dict]:
+    """Median-of-rounds CPU latency (ms, batch 1, one thread) of freshly built variants."""
+    from ..timing import measure_rounds, summarise
+
+    sp = get_space(space)
+    x = torch.zeros(1, 1, 32, 32)
+    t = torch.zeros(1, dtype=torch.long)
+
+    def builder(key: str):
+        def build():
+            torch.manual_seed(0)
+            model = MiniUNet(sp.from_string(key), cfg.divisor).eval()
+            return lambda: model(x, t, x, x)
+        return build
+
+    times = measure_rounds({k: builder(k) for k in keys}, rounds=LATENCY_ROUNDS, repeats=LATENCY_REPEATS,
+                           seed=seed, progress=progress)
+    med, info = summarise(times)
+    return {k: float(med[k]) for k in keys}, info
+
+
+def hw_label(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """Sec. 7.10 label of ``metric``: ``-(z(fid) + z(metric))``, z over ``frame`` (higher is better)."""
+    if metric not in HW_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {list(HW_METRICS)}")
+    z = lambda v: (v - v.mean()) / v.std(ddof=0)  # noqa: E731
+    return -(z(frame["fid"].to_numpy(float)) + z(frame[metric].to_numpy(float)))
+
+
+def _hw_latency(root: Path, cfg: MiniSDConfig, progress: bool) -> dict:
+    out = root / "latency-sd-hw.json"
+    if out.exists():
+        return {"skipped": f"{out.name} exists"}
+    keys = [get_space("sd-hw").to_string(a) for a in benchmark_archs("sd-hw", N_LABELS["sd-hw"])]
+    lat, info = _latency("sd-hw", keys, cfg, seed=0, progress=progress)
+    _atomic_text(json.dumps({"latency_cpu": lat, **info}, indent=1), out)
+    return info
+
+
+def _hw_constructions(root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool,
+                      ensemble: dict | None = None) -> dict:
+    from ..ensemble import construct_sd
+
+    space, sp = "sd-hw", get_space("sd-hw")
+    for f in ("sd-hw.csv", "latency-sd-hw.json"):
+        if not (root / f).exists():
+            raise FileNotFoundError(f"{root / f} not found: run the 'hw_labels' and 'hw_latency' stages first")
+    frame = pd.read_csv(root / "sd-hw.csv")
+    lat = json.loads((root / "latency-sd-hw.json").read_text())["latency_cpu"]
+    frame["latency_cpu"] = frame["arch"].map(lat)
+    out_json = root / "construction-sd-hw.json"
+    if out_json.exists():
+        record = json.loads(out_json.read_text())
+    else:
+        record = {"label": "y = -(z(fid) + z(metric))", "metrics": {}}
+        archs = [sp.from_string(a) for a in frame["arch"]]
+        for metric in HW_METRICS:
+            t0 = time.perf_counter()
+            res = construct_sd(sp, archs, hw_label(frame, metric), n=4, methods=HW_METHODS, progress=progress,
+                               n_jobs=n_jobs, **(ensemble or {}))
+            record["metrics"][metric] = {
+                "picks": {m: [{"arch": sp.to_string(a), "score": sc} for a, sc in lst] for m, lst in res.picks.items()},
+                "k_used": res.k_used,
+                "srcc_hop_mean": res.ensemble.hop_weights().mean(axis=0).round(4).tolist(),
+                "srcc_pred_mean": round(float(res.ensemble.pred_weights().mean()), 4),
+                "srcc_pred_mse_mean": round(float(res.ensemble_mse.pred_weights().mean()), 4),
+                "seconds": round(time.perf_counter() - t0, 1)}
+        _atomic_text(json.dumps(record, indent=1), out_json)
+    picks = [(metric, m, i + 1, p) for metric, r in record["metrics"].items() for m, lst in r["picks"].items()
+             for i, p in enumerate(lst)]
+    keys = list(dict.fromkeys(p["arch"] for *_, p in picks))
+    rep = _units(space, keys, LABEL_SEED, root, hw_config(cfg), n_jobs, progress)
+    rows = {r["arch"]: r for r in ShardStore(root / "work" / space / f"seed{LABEL_SEED}").merged(keys)}
+    joint_path = root / "latency-sd-hw-joint.json"
+    if not joint_path.exists():
+        every = list(dict.fromkeys(list(frame["arch"]) + keys))
+        joint, info = _latency(space, every, cfg, seed=1, progress=progress)
+        _atomic_text(json.dumps({"latency_cpu": joint, **info}, indent=1), joint_path)
+    joint = json.loads(joint_path.read_text())["latency_cpu"]
+    out = pd.DataFrame([{"metric": metric, "method": m, "rank": rank, "score": p["score"], **rows[p["arch"]],
+                         "latency_cpu": joint[p["arch"]]} for metric, m, rank, p in picks])
+    out = out[["metric", "method", "rank", "arch", "score", "fid", "hole_mse", "flops", "n_params", "latency_cpu"]]
+    tmp = root / f".partial-constructed-{space}.csv.{os.getpid()}"
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, root / f"constructed-{space}.csv")
+    rep["rows"] = len(out)
+    return rep
+
+
 def generate(stages: Sequence[str] = STAGES, root: str | Path = MINI_SD_DIR, cfg: MiniSDConfig = CONFIG,
              n_jobs: int = 1, progress: bool = True, work_dir: str | Path = WORK_CACHE) -> dict:
     """Run ``stages`` in order; each is resumable and skips what is done.  Returns a report per stage."""
@@ -310,8 +417,14 @@ def generate(stages: Sequence[str] = STAGES, root: str | Path = MINI_SD_DIR, cfg
             rep = _reliability(root, cfg, n_jobs, progress)
         elif stage == "labels":
             rep = _labels("sd", root, cfg, n_jobs, progress)
-        else:
+        elif stage == "constructions":
             rep = _constructions("sd", root, cfg, n_jobs, progress)
+        elif stage == "hw_labels":
+            rep = _labels("sd-hw", root, hw_config(cfg), n_jobs, progress)
+        elif stage == "hw_latency":
+            rep = _hw_latency(root, cfg, progress)
+        else:
+            rep = _hw_constructions(root, cfg, n_jobs, progress)
         rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
                    n_jobs=n_jobs, machine=machine_info())
         if not rep.get("skipped"):
