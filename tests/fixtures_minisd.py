@@ -46,8 +46,17 @@ def write_fixture_mini_sd(root: str | Path, n: int = 20) -> Path:
         "run_to_run_abs_diff_max": 0.2, "fid_range_seed_a": [float(fid[:k].min()), float(fid[:k].max())]}))
     (root / "classifier.json").write_text(json.dumps({"test_accuracy": 0.1, "epochs": 0, "train_s": 0.0,
                                                       "num_features": 128}))
-    gen._constructions("sd", root, TINY, 1, False, ensemble=dict(
-        seeds=(0,), config=TrainConfig(epochs=2, n_layers=6), max_archs=300))
+    small = dict(seeds=(0,), config=TrainConfig(epochs=2, n_layers=6), max_archs=300)
+    gen._constructions("sd", root, TINY, 1, False, ensemble=small)
+    # Sec. 7.10: real stages on 12 hardware-space archs (FIDs from the untrained base), few latency rounds
+    labels, rounds = gen.N_LABELS["sd-hw"], (gen.LATENCY_ROUNDS, gen.LATENCY_REPEATS)
+    try:
+        gen.N_LABELS["sd-hw"], gen.LATENCY_ROUNDS, gen.LATENCY_REPEATS = 12, 2, 2
+        gen._labels("sd-hw", root, gen.hw_config(TINY), 1, False)
+        gen._hw_latency(root, TINY, False)
+        gen._hw_constructions(root, TINY, 1, False, ensemble={**small, "n_folds": 3})
+    finally:
+        gen.N_LABELS["sd-hw"], (gen.LATENCY_ROUNDS, gen.LATENCY_REPEATS) = labels, rounds
     gen._worker_state.cache_clear()
     write_manifest(root)
     return root

@@ -47,9 +47,9 @@ def mini_ofa_data(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def mini_sd_data(tmp_path_factory):
     """The committed Mini-SD benchmark when it is complete, else the small synthetic fixture."""
-    from autobuild_lib.minisd.data import CONSTRUCTION_FILES, SD_FILES, mini_sd_dir
+    from autobuild_lib.minisd.data import CONSTRUCTION_FILES, HW_FILES, SD_FILES, mini_sd_dir
 
-    if all((mini_sd_dir() / f).is_file() for f in SD_FILES + CONSTRUCTION_FILES):
+    if all((mini_sd_dir() / f).is_file() for f in SD_FILES + CONSTRUCTION_FILES + HW_FILES):
         yield mini_sd_dir()
         return
     sys.path.insert(0, str(Path(__file__).parent))
