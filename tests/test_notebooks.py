@@ -1,6 +1,5 @@
 """Every notebook runs through the study's runner in the smoke profile, and the
 book renders from the executed copies."""
-import os
 import shutil
 import subprocess
 import sys
@@ -35,13 +34,9 @@ def mini_ofa_data(tmp_path_factory):
     from fixtures_miniofa import write_fixture_mini_ofa
 
     root = write_fixture_mini_ofa(tmp_path_factory.mktemp("mini-ofa"), n=60)
-    old = os.environ.get("AUTOBUILD_MINI_OFA_DIR")
-    os.environ["AUTOBUILD_MINI_OFA_DIR"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("AUTOBUILD_MINI_OFA_DIR")
-    else:
-        os.environ["AUTOBUILD_MINI_OFA_DIR"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOBUILD_MINI_OFA_DIR", str(root))
+        yield root
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,13 +51,9 @@ def mini_sd_data(tmp_path_factory):
     from fixtures_minisd import write_fixture_mini_sd
 
     root = write_fixture_mini_sd(tmp_path_factory.mktemp("mini-sd"))
-    old = os.environ.get("AUTOBUILD_MINI_SD_DIR")
-    os.environ["AUTOBUILD_MINI_SD_DIR"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("AUTOBUILD_MINI_SD_DIR")
-    else:
-        os.environ["AUTOBUILD_MINI_SD_DIR"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOBUILD_MINI_SD_DIR", str(root))
+        yield root
 
 
 def test_there_are_notebooks_and_a_toc_entry_for_each():
