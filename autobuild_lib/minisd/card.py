@@ -131,6 +131,23 @@ def write_card(root: str | Path = MINI_SD_DIR) -> Path:
         parts.append(c[["method", "rank", "arch", "score", "fid", "flops"]].round(3).to_markdown(index=False))
     else:
         parts.append("not built yet.")
+    parts += ["", "## Sec. 7.10: the hardware space", ""]
+    if (root / "sd-hw.csv").exists():
+        hw = pd.read_csv(root / "sd-hw.csv")
+        parts += [f"`sd-hw.csv`: {len(hw)} variants of `sd-hw`, fine-tuned {round(1.5 * cfg.ft_steps)} steps "
+                  "(1.5x, as the paper's 30k against 20k).", "", _label_summary(hw)]
+        for name, title in (("latency-sd-hw.json", "first"), ("latency-sd-hw-joint.json", "joint (with the constructions)")):
+            lat = _read(root / name)
+            if lat is not None:
+                parts += ["", f"CPU latency, {title} measurement: {lat['rounds']} shuffled rounds, median per "
+                              f"variant; mean pairwise SRCC between rounds {lat['round_srcc_mean']:.3f} "
+                              f"(min {lat['round_srcc_min']:.3f})."]
+        if (root / "constructed-sd-hw.csv").exists():
+            c = pd.read_csv(root / "constructed-sd-hw.csv")
+            parts += ["", c[["metric", "method", "rank", "fid", "latency_cpu", "flops", "n_params"]]
+                      .round(3).to_markdown(index=False)]
+    else:
+        parts.append("not generated yet.")
     parts += ["", "## Generation runs", "", _stage_table(runs) if runs else "none recorded yet"]
     if runs:
         m = runs[-1]["machine"]
