@@ -102,6 +102,21 @@ def _train_member(table: GraphTable, y: np.ndarray, config: TrainConfig, train: 
         return train_predictor(table, y, config, train_idx=train, test_idx=test, progress=False)
 
 
+def _member_call(n: int, n_folds: int, seed: int, fold: int, config: TrainConfig, hop_srcc: bool
+                 ) -> tuple[TrainConfig, np.ndarray, np.ndarray]:
+    test = kfold_indices(n, n_folds, seed)[fold]
+    train = np.setdiff1d(np.arange(n), test)
+    return replace(config, batch_size=len(train), hop_srcc=hop_srcc, seed=seed), train, test
+
+
+def train_member(table: GraphTable, y: np.ndarray, seed: int, fold: int, n_folds: int = 5,
+                 config: TrainConfig = SD_CONFIG, hop_srcc: bool = True) -> TrainResult:
+    """Train the one member (``seed``, ``fold``) of :func:`train_ensemble` again, identically."""
+    y = _check_labels(table, y)
+    cfg, train, test = _member_call(len(y), n_folds, seed, fold, config, hop_srcc)
+    return _train_member(table, y, cfg, train, test)
+
+
 def train_ensemble(table: GraphTable, y: np.ndarray, n_folds: int = 5,
                    seeds: Sequence[int] = (0, 1, 2, 3), config: TrainConfig = SD_CONFIG,
                    hop_srcc: bool = True, progress: bool = False, n_jobs: int = 1) -> Ensemble:
@@ -126,16 +141,13 @@ def train_ensemble(table: GraphTable, y: np.ndarray, n_folds: int = 5,
                          f">= 2 architectures for an SRCC, so use n_folds <= {len(y) // 2}")
     from joblib import Parallel, delayed
 
-    jobs = [(s, f, test) for s in seeds for f, test in enumerate(kfold_indices(len(y), n_folds, s))]
-    calls = []
-    for seed, fold, test in jobs:
-        train = np.setdiff1d(np.arange(len(y)), test)
-        cfg = replace(config, batch_size=len(train), hop_srcc=hop_srcc, seed=seed)
-        calls.append(delayed(_train_member)(table, y, cfg, train, test))
+    jobs = [(s, f) for s in seeds for f in range(n_folds)]
+    calls = [delayed(_train_member)(table, y, *_member_call(len(y), n_folds, s, f, config, hop_srcc))
+             for s, f in jobs]
     results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
     members = [Member(res, seed, fold, np.nan_to_num(np.array(res.metrics["srcc_hop"]), nan=0.0),
                       float(np.nan_to_num(res.metrics["srcc_pred"], nan=0.0)))
-               for (seed, fold, _), res in zip(jobs, tqdm(results, total=len(jobs), desc="ensemble",
+               for (seed, fold), res in zip(jobs, tqdm(results, total=len(jobs), desc="ensemble",
                                                            disable=not progress))]
     return Ensemble(members, n_folds, seeds, hop_srcc)
 

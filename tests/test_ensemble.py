@@ -354,3 +354,13 @@ def test_train_ensemble_in_parallel_matches_serial(labelled):
     a = train_ensemble(table, y, N_FOLDS, (0,), cfg)
     b = train_ensemble(table, y, N_FOLDS, (0,), cfg, n_jobs=2)
     assert np.array_equal(a.hop_weights(), b.hop_weights()) and np.array_equal(a.pred_weights(), b.pred_weights())
+
+
+def test_train_member_repeats_its_ensemble_member(labelled):
+    from autobuild_lib.ensemble import train_member
+
+    _, table, y = labelled
+    cfg = TrainConfig(epochs=3, n_layers=2)
+    ens = train_ensemble(table, y, N_FOLDS, (1,), cfg)
+    again = train_member(table, y, seed=1, fold=2, n_folds=N_FOLDS, config=cfg)
+    assert np.array_equal(np.nan_to_num(np.array(again.metrics["srcc_hop"])), ens.members[2].srcc_hop)

@@ -99,6 +99,12 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def _atomic_text(text: str, path: Path) -> None:
     tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
     tmp.write_text(text)
@@ -220,10 +226,7 @@ def _labels(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bo
     rep = _units(space, keys, LABEL_SEED, root, cfg, n_jobs, progress)
     rows = ShardStore(root / "work" / space / f"seed{LABEL_SEED}").merged(keys)
     frame = pd.DataFrame(rows)[["arch", "fid", "hole_mse", "flops", "n_params", "finetune_s", "eval_s"]]
-    out = root / f"{space}.csv"
-    tmp = root / f".partial-{out.name}.{os.getpid()}"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    _atomic_csv(frame, root / f"{space}.csv")
     rep["rows"] = len(frame)
     return rep
 
@@ -253,13 +256,9 @@ def _constructions(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progr
 
         fe = pd.concat([fe_scores(m.result.model).assign(seed=m.seed, fold=m.fold, srcc_hop0=float(m.srcc_hop[0]))
                         for m in res.ensemble.members])
-        tmp = root / f".partial-fe-scores-{space}.csv.{os.getpid()}"
-        fe.to_csv(tmp, index=False)
-        os.replace(tmp, root / f"fe-scores-{space}.csv")
+        _atomic_csv(fe, root / f"fe-scores-{space}.csv")
         scores = res.scores.drop(columns=["module"])
-        tmp = root / f".partial-module-scores-{space}.csv.{os.getpid()}"
-        scores.to_csv(tmp, index=False)
-        os.replace(tmp, root / f"module-scores-{space}.csv")
+        _atomic_csv(scores, root / f"module-scores-{space}.csv")
         _atomic_text(json.dumps({"label": "y = -fid", "picks": picks, "k_used": res.k_used, "ensemble": members(res.ensemble),
                                  "ensemble_mse": members(res.ensemble_mse),
                                  "seconds": round(time.perf_counter() - t0, 1)}, indent=1), out_json)
@@ -269,9 +268,7 @@ def _constructions(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progr
     out = pd.DataFrame([{"method": m, "rank": i + 1, "score": p["score"], **rows[p["arch"]]}
                         for m, lst in picks.items() for i, p in enumerate(lst)])
     out = out[["method", "rank", "arch", "score", "fid", "hole_mse", "flops", "n_params", "finetune_s", "eval_s"]]
-    tmp = root / f".partial-constructed-{space}.csv.{os.getpid()}"
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, root / f"constructed-{space}.csv")
+    _atomic_csv(out, root / f"constructed-{space}.csv")
     rep["rows"] = len(out)
     best = [out[out["method"] == m].sort_values("fid").iloc[0]["arch"] for m in picks]
     rep["samples"] = _samples(space, root, cfg, list(dict.fromkeys(best)), rows)
@@ -282,8 +279,7 @@ def _samples(space: str, root: Path, cfg: MiniSDConfig, keys: Sequence[str], row
     """Fine-tune ``keys`` again exactly as labelled, keep their first ``n`` inpainted evaluation images
     (``samples-<space>.npz``: ``real``, ``masks``, ``arch_<i>``) and check the FID is reproduced."""
     from .masks import eval_masks
-    from .train import evaluate, inpaint_eval_set
-    from .unet import inherit
+    from .train import evaluate, finetune_variant, inpaint_eval_set
 
     out = root / f"samples-{space}.npz"
     if out.exists():
@@ -291,10 +287,7 @@ def _samples(space: str, root: Path, cfg: MiniSDConfig, keys: Sequence[str], row
     base, clf, train, ev, metric = _worker_state(str(root), cfg)
     arrays, check = {"real": ev[:n].numpy(), "masks": eval_masks(n).numpy(), "archs": np.array(list(keys))}, {}
     for i, key in enumerate(keys):
-        torch.manual_seed(LABEL_SEED)
-        model = MiniUNet(get_space(space).from_string(key), cfg.divisor)
-        inherit(model, base)
-        train_unet(model, train, cfg.ft_steps, cfg.ft_lr, cfg.batch, seed=LABEL_SEED)
+        model = finetune_variant(get_space(space).from_string(key), base, train, cfg, LABEL_SEED)
         fid = evaluate(model, ev, clf, cfg, metric)["fid"]
         check[key] = {"fid_label": rows[key]["fid"], "fid_again": fid}
         arrays[f"arch_{i}"] = inpaint_eval_set(model, ev[:n], cfg).numpy()
@@ -391,9 +384,7 @@ def _hw_constructions(root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool
     out = pd.DataFrame([{"metric": metric, "method": m, "rank": rank, "score": p["score"], **rows[p["arch"]],
                          "latency_cpu": joint[p["arch"]]} for metric, m, rank, p in picks])
     out = out[["metric", "method", "rank", "arch", "score", "fid", "hole_mse", "flops", "n_params", "latency_cpu"]]
-    tmp = root / f".partial-constructed-{space}.csv.{os.getpid()}"
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, root / f"constructed-{space}.csv")
+    _atomic_csv(out, root / f"constructed-{space}.csv")
     rep["rows"] = len(out)
     return rep
 

@@ -23,7 +23,7 @@ from .masks import CANVAS, eval_masks, random_masks
 from .task import MiniSDConfig
 from .unet import MiniUNet, inherit
 
-__all__ = ["train_unet", "inpaint_eval_set", "evaluate", "count_cost", "label_variant"]
+__all__ = ["train_unet", "inpaint_eval_set", "evaluate", "count_cost", "finetune_variant", "label_variant"]
 
 
 def train_unet(model: MiniUNet, images: torch.Tensor, steps: int, lr: float, batch: int, seed: int,
@@ -82,16 +82,23 @@ def count_cost(model: MiniUNet) -> dict:
     return {"flops": fc.get_total_flops() / 1e6, "n_params": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
-def label_variant(arch: SDArch, base: MiniUNet, train_images: torch.Tensor, eval_images: torch.Tensor,
-                  classifier: FeatureNet, cfg: MiniSDConfig, seed: int, ft_steps: int | None = None,
-                  metric=None) -> dict:
-    """Inherit, fine-tune (``ft_steps`` or ``cfg.ft_steps``, seed ``seed``) and evaluate one variant."""
-    t0 = time.perf_counter()
+def finetune_variant(arch: SDArch, base: MiniUNet, train_images: torch.Tensor, cfg: MiniSDConfig, seed: int,
+                     ft_steps: int | None = None) -> MiniUNet:
+    """Build ``arch`` (seeded init), inherit ``base``'s weights, fine-tune ``ft_steps`` (or ``cfg.ft_steps``)."""
     torch.manual_seed(seed)
     model = MiniUNet(arch, cfg.divisor)
     inherit(model, base)
     steps = cfg.ft_steps if ft_steps is None else ft_steps
     train_unet(model, train_images, steps, cfg.ft_lr, cfg.batch, seed=seed)
+    return model
+
+
+def label_variant(arch: SDArch, base: MiniUNet, train_images: torch.Tensor, eval_images: torch.Tensor,
+                  classifier: FeatureNet, cfg: MiniSDConfig, seed: int, ft_steps: int | None = None,
+                  metric=None) -> dict:
+    """Inherit, fine-tune (``ft_steps`` or ``cfg.ft_steps``, seed ``seed``) and evaluate one variant."""
+    t0 = time.perf_counter()
+    model = finetune_variant(arch, base, train_images, cfg, seed, ft_steps)
     t1 = time.perf_counter()
     row = evaluate(model, eval_images, classifier, cfg, metric)
     row.update(count_cost(model))
