@@ -164,6 +164,18 @@ def _generate_sd(args: argparse.Namespace) -> None:
         print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
 
 
+def _generate_panoptic(args: argparse.Namespace) -> None:
+    from joblib import parallel_config
+
+    from .panoptic.generate import STAGES, generate
+
+    stages = args.stages.split(",") if args.stages else STAGES
+    with parallel_config(backend=args.backend):
+        rep = generate(stages, n_jobs=args.n_jobs, progress=not args.quiet, allow_unreliable=args.allow_unreliable)
+    for r in rep.values():
+        print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
+
+
 def _book(args: argparse.Namespace) -> None:
     from .book import build_book
 
@@ -260,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generate_sd)
+    g = gsub.add_parser("mini-panoptic", help="Mini-Panoptic: panoptic supernet, pseudo and fully fine-tuned PQ labels")
+    g.add_argument("--stages", help="comma-separated subset of supernet,reliability,pseudo,full,constructions "
+                                    "(default: all, in that order)")
+    g.add_argument("--n-jobs", type=int, default=1, help="architectures labelled in parallel (one core each)")
+    g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
+    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--allow-unreliable", action="store_true",
+                   help="label even if the reliability check missed its bar (the data card will say so)")
+    g.set_defaults(func=_generate_panoptic)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")

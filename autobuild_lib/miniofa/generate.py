@@ -37,7 +37,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +138,25 @@ def _log_run(root: Path, record: dict) -> None:
     tmp = root / f".partial-runs.jsonl.{os.getpid()}"
     tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
+               n_jobs: int, write_card: Callable[[Path], object]) -> dict:
+    """Run the requested ``stages`` in ``order`` (``runners[stage]()`` returns its report), each timed
+    and logged to ``runs.jsonl`` unless it was skipped; after each, rewrite the data card and the
+    manifest.  Returns the reports by stage."""
+    report = {}
+    for stage in [s for s in order if s in stages]:
+        t0, started = time.perf_counter(), _now()
+        rep = runners[stage]()
+        rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
+                   n_jobs=n_jobs, machine=machine_info())
+        if not rep.get("skipped"):
+            _log_run(root, rep)
+        write_card(root)
+        write_manifest(root, exclude=(".partial-",))
+        report[stage] = rep
+    return report
 
 
 def _train_supernet(space: str, root: Path, design: str | SupernetConfig, work_dir: Path,

@@ -47,8 +47,7 @@ import pandas as pd
 import torch
 
 from ..manifest import write_manifest
-from ..miniofa.generate import _log_run, _now
-from ..miniofa.labels import machine_info
+from ..miniofa.generate import run_stages
 from ..paths import DATA_DIR, REPO_ROOT
 from ..spaces import get_space
 from ..spaces.sd import SDArch
@@ -397,32 +396,20 @@ def generate(stages: Sequence[str] = STAGES, root: str | Path = MINI_SD_DIR, cfg
         raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    report = {}
-    for stage in [s for s in STAGES if s in stages]:
-        t0, started = time.perf_counter(), _now()
-        if stage == "classifier":
-            rep = _classifier(root, cfg)
-        elif stage == "base":
-            rep = _base(root, cfg, Path(work_dir), progress)
-        elif stage == "reliability":
-            rep = _reliability(root, cfg, n_jobs, progress)
-        elif stage == "labels":
-            rep = _labels("sd", root, cfg, n_jobs, progress)
-        elif stage == "constructions":
-            rep = _constructions("sd", root, cfg, n_jobs, progress)
-        elif stage == "hw_labels":
-            rep = _labels("sd-hw", root, hw_config(cfg), n_jobs, progress)
-        elif stage == "hw_latency":
-            rep = _hw_latency(root, cfg, progress)
-        else:
-            rep = _hw_constructions(root, cfg, n_jobs, progress)
-        rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
-                   n_jobs=n_jobs, machine=machine_info())
-        if not rep.get("skipped"):
-            _log_run(root, rep)
-        from .card import write_card
+    runners = {
+        "classifier": lambda: _classifier(root, cfg),
+        "base": lambda: _base(root, cfg, Path(work_dir), progress),
+        "reliability": lambda: _reliability(root, cfg, n_jobs, progress),
+        "labels": lambda: _labels("sd", root, cfg, n_jobs, progress),
+        "constructions": lambda: _constructions("sd", root, cfg, n_jobs, progress),
+        "hw_labels": lambda: _labels("sd-hw", root, hw_config(cfg), n_jobs, progress),
+        "hw_latency": lambda: _hw_latency(root, cfg, progress),
+        "hw_constructions": lambda: _hw_constructions(root, cfg, n_jobs, progress),
+    }
+    return run_stages(root, STAGES, stages, runners, n_jobs, _write_card)
 
-        write_card(root)
-        write_manifest(root, exclude=(".partial-",))
-        report[stage] = rep
-    return report
+
+def _write_card(root: Path) -> None:
+    from .card import write_card
+
+    write_card(root)

