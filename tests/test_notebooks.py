@@ -128,6 +128,9 @@ def test_notebook_runs_on_released_caches(nb, released_dir, tmp_path):
     run = nbformat.read(tmp_path / nb.name, 4)
     assert any("image/png" in o.get("data", {}) for c in run.cells if c.cell_type == "code"
                for o in c.get("outputs", [])), f"{nb.name} produced no figure on the released caches"
+    if nb.stem == "07_panoptic":   # constructed archs cannot be evaluated on COCO here: estimates, said so
+        text = " ".join(str(o) for c in run.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        assert "These are estimates, not measurements" in text and "beyond the front (est.)" in text
 
 
 @pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.stem in SD_CHAPTERS])
