@@ -39,7 +39,7 @@ from .model import PanopticNet, panoptic_maps
 from .mosaics import STUFF, THINGS, Mosaics, make_mosaics, pq_counts, pq_from_counts
 
 __all__ = ["PanopticConfig", "PanopticData", "build_data", "build_model", "fixed_resolution", "sample_archs", "noise_mosaics",
-           "train_supernet", "static_model", "recalibrate_bn", "pq_stats", "pseudo_label", "full_label",
+           "train_supernet", "static_model", "recalibrate_bn", "pq_stats", "pseudo_label", "finetune_subnet", "full_label",
            "count_flops"]
 
 RESOLUTION = 224   # paper resolution of every panoptic architecture (the 64 px mosaic)
@@ -288,9 +288,10 @@ def pseudo_label(model: PanopticNet, arch: OFAArch, data: PanopticData, cfg: Pan
     return {**out, "flops": count_flops(sub, cfg.size), "eval_s": round(time.perf_counter() - t0, 2)}
 
 
-def full_label(model: PanopticNet, arch: OFAArch, data: PanopticData, cfg: PanopticConfig, seed: int = 0) -> dict:
-    """Fine-tune the static subnet alone (``ft_steps`` seeded batches), then PQ on the test mosaics."""
-    t0 = time.perf_counter()
+def finetune_subnet(model: PanopticNet, arch: OFAArch, data: PanopticData, cfg: PanopticConfig,
+                    seed: int = 0) -> tuple[PanopticNet, list[float]]:
+    """The static subnet of ``arch`` fine-tuned alone (``ft_steps`` seeded batches, cosine lr),
+    BatchNorm recalibrated; returns it and its training losses."""
     sub = static_model(model, arch)
     opt = torch.optim.AdamW(sub.parameters(), lr=cfg.ft_lr, weight_decay=cfg.weight_decay)
     sub.train()
@@ -304,8 +305,14 @@ def full_label(model: PanopticNet, arch: OFAArch, data: PanopticData, cfg: Panop
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return recalibrate_bn(sub, data.calib.images), losses
+
+
+def full_label(model: PanopticNet, arch: OFAArch, data: PanopticData, cfg: PanopticConfig, seed: int = 0) -> dict:
+    """Fine-tune the static subnet alone (:func:`finetune_subnet`), then PQ on the test mosaics."""
+    t0 = time.perf_counter()
+    sub, losses = finetune_subnet(model, arch, data, cfg, seed)
     ft_s = time.perf_counter() - t0
-    recalibrate_bn(sub, data.calib.images)
     out = pq_stats(sub, data.test, cfg.min_area)
     return {"pq_full": out["pq"], "flops": count_flops(sub, cfg.size), "ft_loss_last10": float(np.mean(losses[-10:])),
             "finetune_s": round(ft_s, 2), "eval_s": round(time.perf_counter() - t0 - ft_s, 2)}
