@@ -18,9 +18,15 @@ from joblib import Parallel, delayed
 from autobuild_lib.miniofa.supernet import space_of
 from autobuild_lib.panoptic import generate as gen
 from autobuild_lib.panoptic.reliability import label_from_stats, spearman_brown_size, split_half_curve
-from autobuild_lib.panoptic.train import finetune_subnet, make_mosaics
+from autobuild_lib.panoptic.mosaics import make_mosaics
+from autobuild_lib.panoptic.train import finetune_subnet
 
-N_ARCHS, N_TEST, N_JOBS = (int(a) for a in (sys.argv[1:] + ["20", "4000", "2"][len(sys.argv) - 1:])[:3])
+
+def _arg(i: int, default: int) -> int:
+    return int(sys.argv[i]) if len(sys.argv) > i else default
+
+
+N_ARCHS, N_TEST, N_JOBS = _arg(1, 20), _arg(2, 4000), _arg(3, 2)
 OUT = gen.MINI_PANOPTIC_DIR / "pilots" / "full-reliability.json"
 
 
