@@ -152,26 +152,18 @@ def _generate(args: argparse.Namespace) -> None:
                 print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
 
 
-def _generate_sd(args: argparse.Namespace) -> None:
+def _generate_staged(args: argparse.Namespace) -> None:
+    """``generate mini-sd`` / ``generate mini-panoptic``: run the benchmark's stages, print each report."""
+    import importlib
+
     from joblib import parallel_config
 
-    from .minisd.generate import STAGES, generate
-
-    stages = args.stages.split(",") if args.stages else STAGES
+    mod = importlib.import_module({"mini-sd": ".minisd.generate", "mini-panoptic": ".panoptic.generate"}[args.benchmark],
+                                  __package__)
+    stages = args.stages.split(",") if args.stages else mod.STAGES
+    kw = {"allow_unreliable": args.allow_unreliable} if args.benchmark == "mini-panoptic" else {}
     with parallel_config(backend=args.backend):
-        rep = generate(stages, n_jobs=args.n_jobs, progress=not args.quiet)
-    for r in rep.values():
-        print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
-
-
-def _generate_panoptic(args: argparse.Namespace) -> None:
-    from joblib import parallel_config
-
-    from .panoptic.generate import STAGES, generate
-
-    stages = args.stages.split(",") if args.stages else STAGES
-    with parallel_config(backend=args.backend):
-        rep = generate(stages, n_jobs=args.n_jobs, progress=not args.quiet, allow_unreliable=args.allow_unreliable)
+        rep = mod.generate(stages, n_jobs=args.n_jobs, progress=not args.quiet, **kw)
     for r in rep.values():
         print(json.dumps({k: v for k, v in r.items() if k != "machine"}))
 
@@ -271,16 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-jobs", type=int, default=1, help="variants fine-tuned in parallel (one core each)")
     g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
     g.add_argument("--quiet", action="store_true")
-    g.set_defaults(func=_generate_sd)
+    g.set_defaults(func=_generate_staged)
     g = gsub.add_parser("mini-panoptic", help="Mini-Panoptic: panoptic supernet, pseudo and fully fine-tuned PQ labels")
-    g.add_argument("--stages", help="comma-separated subset of supernet,reliability,pseudo,full,constructions "
+    g.add_argument("--stages", help="comma-separated subset of supernet,reliability,noise,pseudo,full,constructions "
                                     "(default: all, in that order)")
     g.add_argument("--n-jobs", type=int, default=1, help="architectures labelled in parallel (one core each)")
     g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--allow-unreliable", action="store_true",
                    help="label even if the reliability check missed its bar (the data card will say so)")
-    g.set_defaults(func=_generate_panoptic)
+    g.set_defaults(func=_generate_staged)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")
