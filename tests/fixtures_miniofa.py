@@ -36,7 +36,9 @@ def write_fixture_mini_ofa(root: str | Path, n: int = 60) -> Path:
         for a in archs:
             lab = fixture_labels(a)
             depth = a.n_layers
-            rows.append({"arch": sp.to_string(a), "acc": 100.0 * lab["acc"] - 20.0,
+            acc = 100.0 * lab["acc"] - 20.0
+            rows.append({"arch": sp.to_string(a), "acc": acc,
+                         "acc_a": acc + 0.05 * (depth % 2), "acc_b": acc - 0.05 * (depth % 2),
                          "ce": 2.0 - 2.0 * lab["acc"] + 0.01 * (depth % 3),
                          "flops": lab["flops"], "n_params": lab["n_params"] / 1e6,
                          "latency_cpu": lab["latency_cpu"], "flops_mini": lab["flops"] / 40.0})

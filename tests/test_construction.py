@@ -176,7 +176,7 @@ def test_reference_point_and_clipping():
 def _evaluator_root(tmp_path, table_keys):
     root = tmp_path / "bench"
     root.mkdir()
-    pd.DataFrame({"arch": table_keys, "acc": 1.0, "ce": 1.0, "flops": 1.0, "n_params": 1.0, "latency_cpu": 1.0,
+    pd.DataFrame({"arch": table_keys, "acc": 1.0, "acc_a": 1.0, "acc_b": 1.0, "ce": 1.0, "flops": 1.0, "n_params": 1.0, "latency_cpu": 1.0,
                   "flops_mini": 1.0}).to_csv(root / "mbv3.csv", index=False)
     (root / "supernet-mbv3.pt").write_bytes(b"weights")
     return root
@@ -192,9 +192,9 @@ def test_uncached_archs_reads_table_and_cache(tmp_path):
 
     sha = sha256_file(root / "supernet-mbv3.pt")
     with ev._connect() as con:
-        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,'measured')", ("mbv3", keys[1], sha))
-        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,'predicted')", ("mbv3", keys[2], sha))
-        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,'measured')", ("mbv3", keys[3], "other"))
+        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,1,1,'measured')", ("mbv3", keys[1], sha))
+        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,1,1,'predicted')", ("mbv3", keys[2], sha))
+        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,1,1,'measured')", ("mbv3", keys[3], "other"))
     # measured-latency evaluator: a predicted row and a row of other weights do not count
     assert C.uncached_archs(ev, "mbv3", keys) == [keys[2], keys[3], keys[4]]
     assert C.uncached_archs(ev, "mbv3", keys, include_cache=False) == keys[1:]

@@ -106,6 +106,41 @@ def test_tiny_supernet_trains_and_evaluates(tmp_path):
     assert len(rel["rows"]) == 2 and {"srcc_split_acc", "srcc_acc_depth", "acc_std"} <= set(rel)
 
 
+@pytest.mark.parametrize("space", ["mbv3", "pn"])
+def test_fast_evaluation_matches_batchwise_unfolded(space):
+    """The labelling speed-ups (inputs prepared once, BNs folded) compute the same function."""
+    from autobuild_lib.miniofa.supernet import extract_subnet, fold_batchnorm, recalibrate_bn, to_input
+
+    cfg = SupernetConfig(**{**TINY, "space": space})
+    net, data, sp = build_supernet(cfg), tiny_data(cfg), space_of(space)
+    arch = sp.sample(np.random.default_rng(3))
+    sub, r = extract_subnet(net, sp, arch)
+    recalibrate_bn(sub, data.calib_x, r)
+    x = to_input(data.eval_x[:7], r)
+    assert torch.equal(data.eval_inputs(r)[:7], x)  # per-image ops: whole set == batch
+    with torch.no_grad():
+        want = sub(x)
+        got = fold_batchnorm(sub)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(sub).modules())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_acc_unit_halves_average_to_acc(tmp_path, monkeypatch):
+    from autobuild_lib.miniofa import labels
+
+    cfg = SupernetConfig(**TINY)
+    path = labels.save_supernet(build_supernet(cfg), cfg, tmp_path / "supernet-mbv3.pt")
+    data = tiny_data(cfg)
+    monkeypatch.setattr(labels, "build_data", lambda _cfg: data)
+    labels._loaded.cache_clear()
+    sp = space_of("mbv3")
+    row = labels.acc_unit(str(path), sp.to_string(sp.sample(np.random.default_rng(1))))
+    labels._loaded.cache_clear()
+    ia, ib = split_halves(data)
+    assert row["acc"] == pytest.approx((len(ia) * row["acc_a"] + len(ib) * row["acc_b"]) / (len(ia) + len(ib)))
+    assert {"acc", "acc_a", "acc_b", "ce", "flops_mini"} <= set(row)
+
+
 def test_checkpoint_resume_restores_state(tmp_path):
     cfg = SupernetConfig(**TINY)
     data = tiny_data(cfg)

@@ -7,7 +7,9 @@
 * :func:`latency_unit`: ``latency_cpu`` (ms), wall-clock of one batch-1 forward pass of that
   ImageNet-scale subnet on this machine: 1 torch thread, NCHW, ``torch.inference_mode``,
   ``warmup`` untimed passes, then the median of ``repeats`` timed passes.
-* :func:`acc_unit`: ``acc`` (top-1 %), ``ce`` (mean cross-entropy) of the mini subnet with
+* :func:`acc_unit`: ``acc`` (top-1 %), ``acc_a`` / ``acc_b`` (top-1 % on each of the two fixed
+  stratified halves of the evaluation canvases, :func:`~.reliability.split_halves`; ``acc`` is
+  their mean over all images), ``ce`` (mean cross-entropy) of the mini subnet with
   inherited supernet weights after BN recalibration, on all evaluation canvases
   (:func:`~autobuild_lib.miniofa.supernet.evaluate_subnet`), and ``flops_mini`` (MFLOPs of that
   mini subnet at its mini input size, same counting).  Runs on 1 thread, so the result is
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from ..spaces.ofa import OFASpace
+from .reliability import split_halves
 from .supernet import (MiniData, SupernetConfig, build_data, build_supernet, evaluate_subnet, extract_subnet,
                        space_of)
 
@@ -137,11 +140,14 @@ def _loaded(path: str, mtime: float) -> tuple[SupernetConfig, torch.nn.Module, M
 
 
 def acc_unit(supernet_path: str, arch: str) -> dict:
-    """``{"arch", "acc", "ce", "flops_mini"}`` of ``arch`` under the supernet at ``supernet_path``."""
+    """``{"arch", "acc", "acc_a", "acc_b", "ce", "flops_mini"}`` of ``arch`` under the supernet at ``supernet_path``."""
     torch.set_num_threads(1)
     p = Path(supernet_path)
     cfg, net, data, space = _loaded(str(p), p.stat().st_mtime if p.exists() else 0.0)
     a = space.from_string(arch)
     r = evaluate_subnet(net, space, a, data)
+    ia, ib = split_halves(data)  # fixed seed: the same halves for every label
     sub, res = extract_subnet(net, space, a)
-    return {"arch": arch, "acc": r["acc"], "ce": r["ce"], "flops_mini": count_flops(sub, res)}
+    return {"arch": arch, "acc": r["acc"], "acc_a": 100.0 * float(r["correct"][ia].mean()),
+            "acc_b": 100.0 * float(r["correct"][ib].mean()), "ce": r["ce"], "flops_mini": count_flops(sub, res)}
+
