@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from autobuild_lib.miniofa.generate import MINI_OFA_DIR
 from autobuild_lib.miniofa.labels import load_supernet, machine_info
 from autobuild_lib.miniofa.reliability import split_halves
-from autobuild_lib.miniofa.supernet import (build_data, evaluate_subnet, extract_subnet, recalibrate_bn,
+from autobuild_lib.miniofa.supernet import (build_data, space_of, evaluate_subnet, extract_subnet, recalibrate_bn,
                                             to_input)
-from autobuild_lib.spaces import space_of
 
 
 @torch.no_grad()
