@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = gsub.add_parser("mini-ofa", help="Mini-OFA: supernet, labels of 3,000 archs per space, IR graphs")
     g.add_argument("--space", nargs="+", required=True, choices=["mbv3", "pn"])
     g.add_argument("--stages", help="comma-separated subset of supernet,reliability,static,latency,acc,ir,merge,checks "
-                                    "(default: all, in that order)")
+                                    "(default: all, in that order), or latency_pilot,latency_rounds (only when named; "
+                                    "nothing else may run on the machine meanwhile)")
     g.add_argument("--n", type=int, default=3000, help="architectures per space")
     g.add_argument("--design", help="supernet design (autobuild_lib.miniofa.generate.DESIGNS; default FINAL_DESIGN)")
     g.add_argument("--n-jobs", type=int, default=1, help="parallel work units (latency: keep 1)")

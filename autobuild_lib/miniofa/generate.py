@@ -18,8 +18,16 @@ Stages (``python -m autobuild_lib generate mini-ofa --space mbv3|pn --stages ...
 ``latency_model``
     The k-GNN latency predictor (:mod:`autobuild_lib.latency`, paper recipe) trained on the
     measured latencies -> ``latency-<space>.pt`` and its test MAE / SRCC in ``latency-model-<space>.json``.
+``latency_pilot`` / ``latency_rounds`` (only when named: they need the machine to themselves)
+    Repeatable CPU latency (:mod:`autobuild_lib.miniofa.latency_rounds`): a pilot of 8 shuffled
+    rounds x 21 passes on 200 architectures chooses the rounds and passes that fit
+    :data:`LATENCY_BUDGET_S` per space (``latency-protocol-<space>.json``); then every round
+    visits all architectures in a new random order, stored per (round, architecture) in
+    ``work/<space>/latency_rounds/``.
 ``merge``
     When every unit is done: ``<space>.csv`` (``arch`` + label columns, rows in sample order).
+    ``latency_cpu`` comes from the rounds (with ``latency_cpu_a`` / ``latency_cpu_b``) once they
+    are complete, else from the single-pass ``latency`` stage.
 ``checks``
     The quality checks of the data card (:mod:`autobuild_lib.miniofa.checks`) -> ``checks-<space>.json``;
     then ``DATA_CARD.md`` is rewritten from everything recorded.
@@ -48,16 +56,22 @@ from ..manifest import verify_file, write_manifest
 from ..paths import DATA_DIR, REPO_ROOT
 from ..spaces.ofa import OFAArch
 from ..workunits import ShardStore, run_units
+from .latency_rounds import choose_protocol, rounds_store, run_rounds, summarise_rounds
 from .labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
 from .supernet import SupernetConfig, Trainer, build_data, space_of
 
-__all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
+__all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "EXCLUSIVE_STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
            "generate", "load_mini_ofa", "regenerate_command"]
 
 MINI_OFA_DIR = DATA_DIR / "mini-ofa"
 WORK_CACHE = REPO_ROOT / ".cache" / "miniofa"
 ARCH_SEED = 1
 STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "latency_model", "merge", "checks")
+#: Stages run only when named, in their own window with nothing else on the machine.
+EXCLUSIVE_STAGES = ("latency_pilot", "latency_rounds")
+#: Wall-time budget of one space's latency rounds (issue 20: about 1.5 hours).
+LATENCY_BUDGET_S = 5400.0
+LATENCY_PILOT = {"n_archs": 200, "rounds": 8, "passes": 21, "warmup": 3}
 UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",),
                 "acc": ("acc", "acc_a", "acc_b", "ce", "flops_mini")}
 LABEL_COLUMNS = ("acc", "acc_a", "acc_b", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
@@ -232,12 +246,15 @@ def _reliability(space: str, root: Path, design: str | SupernetConfig, work_dir:
 def _latency_model(space: str, keys: Sequence[str], root: Path, progress: bool, epochs: int = 500) -> dict:
     from ..latency import MIN_ARCHS, save_latency_predictor, train_latency_predictor
 
-    out = root / f"latency-{space}.pt"
-    if out.exists():
-        return {"skipped": f"{out.name} exists"}
+    out, js = root / f"latency-{space}.pt", root / f"latency-model-{space}.json"
     if len(keys) < MIN_ARCHS:
         return {"skipped": f"a latency predictor needs at least {MIN_ARCHS} architectures, the benchmark has {len(keys)}"}
-    rows = ShardStore(root / "work" / space / "latency").merged(keys)  # raises unless every latency is measured
+    lat, source = final_latency(space, keys, root)
+    trained_on = json.loads(js.read_text()).get("latency_source", "single pass (latency stage)") if js.exists() else None
+    if out.exists() and trained_on == source:
+        return {"skipped": f"{out.name} exists, trained on the {source} latencies"}
+    rows = (lat[["arch", "latency_cpu"]].to_dict("records") if lat is not None
+            else ShardStore(root / "work" / space / "latency").merged(keys))  # raises unless every latency is measured
     res = train_latency_predictor(space_of(space), [r["arch"] for r in rows], [r["latency_cpu"] for r in rows],
                                   epochs=epochs, seed=0, progress=progress)
     tmp = root / f".partial-{out.name}.{os.getpid()}"
@@ -249,12 +266,56 @@ def _latency_model(space: str, keys: Sequence[str], root: Path, progress: bool, 
                 res.predict([rows[i]["arch"] for i in res.test_idx])
                 - np.array([rows[i]["latency_cpu"] for i in res.test_idx]))
                 / np.array([rows[i]["latency_cpu"] for i in res.test_idx]))),
-            "epochs": epochs, "train_wall_s": float(res.train_wall_s), "config": res.config}
-    js = root / f"latency-model-{space}.json"
+            "epochs": epochs, "train_wall_s": float(res.train_wall_s), "config": res.config,
+            "latency_source": source}
     tmp = root / f".partial-{js.name}.{os.getpid()}"
     tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, js)
     return {k: info[k] for k in ("test_mae_ms", "test_srcc", "test_mape_pct")}
+
+
+def _latency_protocol(space: str, root: Path) -> dict | None:
+    path = root / f"latency-protocol-{space}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _latency_pilot(space: str, keys: Sequence[str], root: Path, progress: bool) -> dict:
+    p = LATENCY_PILOT
+    archs = [keys[i] for i in np.random.default_rng(ARCH_SEED).permutation(len(keys))[:p["n_archs"]]]
+    run_rounds(space, archs, rounds_store(root, space, "latency_pilot"), p["rounds"], p["passes"], p["warmup"],
+               progress=progress)
+    rows = list(rounds_store(root, space, "latency_pilot").rows().values())
+    _, measured = summarise_rounds(rows, archs, p["rounds"])
+    choice = choose_protocol(rows, len(keys), LATENCY_BUDGET_S)
+    out = {"space": space, "pilot": {**p, **measured}, **choice}
+    dest = root / f"latency-protocol-{space}.json"
+    tmp = root / f".partial-{dest.name}.{os.getpid()}"
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    os.replace(tmp, dest)
+    return {k: out[k] for k in ("rounds", "passes", "srcc_halves", "predicted_s")}
+
+
+def _latency_rounds(space: str, keys: Sequence[str], root: Path, progress: bool) -> dict:
+    proto = _latency_protocol(space, root)
+    if proto is None:
+        raise FileNotFoundError(f"latency-protocol-{space}.json not found: run the 'latency_pilot' stage first")
+    store = rounds_store(root, space)
+    rep = run_rounds(space, keys, store, proto["rounds"], proto["passes"], proto["warmup"], progress=progress)
+    _, info = summarise_rounds(list(store.rows().values()), keys, proto["rounds"])
+    return {**rep, **info}
+
+
+def final_latency(space: str, keys: Sequence[str], root: Path) -> tuple[pd.DataFrame | None, str]:
+    """``latency_cpu`` / ``_a`` / ``_b`` of ``keys`` from complete latency rounds (None while the
+    rounds are incomplete or absent), and a phrase naming the source the benchmark uses."""
+    proto = _latency_protocol(space, root)
+    if proto is not None:
+        try:
+            lat, _ = summarise_rounds(list(rounds_store(root, space).rows().values()), keys, proto["rounds"])
+            return lat, f"median of {proto['rounds']} shuffled rounds x {proto['passes']} passes"
+        except ValueError:
+            pass  # rounds incomplete: the single-pass latency stays, and the source says so
+    return None, "single pass (latency stage)"
 
 
 def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
@@ -264,11 +325,15 @@ def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
         for c in cols:
             frame[c] = [row[c] for row in parts[stage]]
     frame = frame[["arch", *LABEL_COLUMNS]]
+    lat, source = final_latency(space, keys, root)
+    if lat is not None:
+        frame = frame.drop(columns="latency_cpu").merge(lat, on="arch", how="left")
+        frame = frame[["arch", *LABEL_COLUMNS, "latency_cpu_a", "latency_cpu_b"]]
     out = root / f"{space}.csv"
     tmp = root / f".partial-{out.name}.{os.getpid()}"
     frame.to_csv(tmp, index=False)
     os.replace(tmp, out)
-    return {"rows": len(frame)}
+    return {"rows": len(frame), "latency_source": source}
 
 
 def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: str | Path = MINI_OFA_DIR,
@@ -277,15 +342,16 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
     """Run ``stages`` for ``space``; each is resumable and skips what is done.  Returns a report per stage."""
     if space not in ("mbv3", "pn"):
         raise ValueError(f"unknown space {space!r}; choose 'mbv3' or 'pn'")
-    bad = [s for s in stages if s not in STAGES]
+    bad = [s for s in stages if s not in STAGES + EXCLUSIVE_STAGES]
     if bad:
-        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
+        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES + EXCLUSIVE_STAGES)}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     sp = space_of(space)
     keys = [sp.to_string(a) for a in benchmark_archs(space, n)]
     report = {}
-    for stage in [s for s in STAGES if s in stages]:
+    order = STAGES[:STAGES.index("latency") + 1] + EXCLUSIVE_STAGES + STAGES[STAGES.index("latency") + 1:]
+    for stage in [s for s in order if s in stages]:
         t0, started = time.perf_counter(), _now()
         if stage == "supernet":
             rep = _train_supernet(space, root, design, Path(work_dir), time_budget_s, progress)
@@ -304,6 +370,10 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
             rep = _reliability(space, root, design, Path(work_dir), progress)
         elif stage == "ir":
             rep = _ir(space, keys, root)
+        elif stage == "latency_pilot":
+            rep = _latency_pilot(space, keys, root, progress)
+        elif stage == "latency_rounds":
+            rep = _latency_rounds(space, keys, root, progress)
         elif stage == "latency_model":
             rep = _latency_model(space, keys, root, progress)
         elif stage == "merge":
