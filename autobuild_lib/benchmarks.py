@@ -30,10 +30,10 @@ class LabelledSet:
     graphs: GraphTable
 
     def labels(self, equation: str | LabelEquation) -> np.ndarray:
-        """Evaluate a label equation (e.g. ``"acc/latency_cpu"``) on every row."""
+        """Evaluate a label equation (e.g. ``"acc/latency_cpu"``) on every row; refuses
+        NaN/inf and constant labels (:meth:`LabelEquation.labels`)."""
         eq = equation if isinstance(equation, LabelEquation) else LabelEquation.parse(equation)
-        y = np.asarray(eq(self.frame), dtype=np.float64)
-        return np.broadcast_to(y, (len(self.frame),)).copy()
+        return eq.labels(self.frame, len(self.frame))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -90,6 +90,8 @@ def _check_labels(table: GraphTable, y: np.ndarray) -> np.ndarray:
     if not np.isfinite(y).all():
         bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
         raise ValueError(f"labels contain NaN/inf at rows {bad}; clean the label column first")
+    if len(y) > 1 and np.ptp(y) == 0:
+        raise ValueError(f"every label is {y[0]:g}; a predictor cannot learn a ranking from constant labels")
     return y
 
 
