@@ -36,15 +36,21 @@ class LabelledSet:
         return eq.labels(self.frame, len(self.frame))
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a benchmark CSV; errors name the file and what was wrong."""
+def read_csv_file(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """Read any CSV file; errors name the file, what was wrong and what to do."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark table {path} not found")
+        raise FileNotFoundError(f"{what} {path} not found")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable CSV table: {exc}") from exc
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable CSV {what} ({' '.join(str(exc).split())}); "
+                         "replace or delete the file") from None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a benchmark CSV; errors name the file and what was wrong."""
+    frame = read_csv_file(path, "benchmark table")
     if "arch" not in frame.columns:
         raise ValueError(f"{path} has no 'arch' column; columns: {list(frame.columns)}")
     return frame
