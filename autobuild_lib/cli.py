@@ -11,10 +11,15 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
+
+# a deprecation notice printed when PyG is imported: noise for a user of this CLI
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def _spaces(args: argparse.Namespace) -> None:
@@ -275,8 +280,15 @@ def _add_debug(p: argparse.ArgumentParser, top: bool) -> None:
                 _add_debug(child, top=False)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line: what was wrong and where to read the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autobuild", description="AutoBuild study: the method and its data.")
+    p = _Parser(prog="autobuild", description="AutoBuild study: the method and its data.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("spaces", help="module counts per unit and space sizes")

@@ -23,7 +23,7 @@ def _stats(frame: pd.DataFrame) -> dict:
             "nan_labels": bad}
 
 
-def data_summary(released_dir: Path | None = None, data_dir: Path = DATA_DIR) -> dict:
+def data_summary(released_dir: Path | None = None, data_dir: Path | None = None) -> dict:
     """Rows and label statistics of every benchmark table (``data/**/*.csv`` with an
     ``arch`` column, named by its path without ``.csv``) and of the authors' caches
     found in ``released_dir``.  An unreadable CSV or a missing ``released_dir`` is an error
@@ -31,6 +31,7 @@ def data_summary(released_dir: Path | None = None, data_dir: Path = DATA_DIR) ->
     if released_dir is not None and not Path(released_dir).is_dir():
         raise FileNotFoundError(f"{released_dir} is not a folder; pass the folder holding the authors' "
                                 "released caches")
+    data_dir = DATA_DIR if data_dir is None else Path(data_dir)
     tables = {}
     for path in sorted(data_dir.glob("**/*.csv")):
         frame = read_csv_file(path, "table")
