@@ -384,3 +384,26 @@ def test_checkpoints_load_weights_only(tmp_path, monkeypatch):
     torch.save({"model": {}, "config": cfg, "step": 1, "opt": {}, "log": []}, work / "base-ckpt.pt")
     with pytest.raises(ValueError, match="older version that pickled the config: delete it"):
         gen._base(root, cfg, work, progress=False)
+
+
+# ------------------------------------------------------------------ Dask scale-out
+def test_dask_local_cluster_shards_match_joblib(tmp_path):
+    """One cheap stage (static labels) of a small temporary benchmark on a LocalCluster of 2 worker
+    processes writes byte-identical shards to a joblib run on this machine."""
+    from autobuild_lib.miniofa.generate import generate
+    from autobuild_lib.workunits import dask_scheduler
+
+    generate("pn", stages=["static"], n=8, root=tmp_path / "joblib", chunk=3, progress=False)
+    with dask_scheduler("local", n_workers=2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        generate("pn", stages=["static"], n=8, root=tmp_path / "dask", chunk=3, n_jobs=2, progress=False)
+    a = sorted((tmp_path / "joblib" / "work" / "pn" / "static").glob("shard-*.jsonl"))
+    b = sorted((tmp_path / "dask" / "work" / "pn" / "static").glob("shard-*.jsonl"))
+    assert [p.name for p in a] == [p.name for p in b] == ["shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+
+
+def test_unreachable_scheduler_is_one_line(startup_s, tmp_path):
+    res = cli("generate", "mini-ofa", "--space", "pn", "--stages", "static", "--n", "2",
+              "--scheduler", "tcp://127.0.0.1:9", startup=startup_s + 12)
+    assert_clean_failure(res, "no Dask scheduler answers", "--scheduler local")
