@@ -90,6 +90,8 @@ def _check_labels(table: GraphTable, y: np.ndarray) -> np.ndarray:
     if not np.isfinite(y).all():
         bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
         raise ValueError(f"labels contain NaN/inf at rows {bad}; clean the label column first")
+    if len(y) > 1 and np.ptp(y) == 0:
+        raise ValueError(f"every label is {y[0]:g}; a predictor cannot learn a ranking from constant labels")
     return y
 
 
@@ -219,10 +221,17 @@ def load_result(path: str | Path, schema: FeatureSchema) -> tuple[TrainResult, d
     except FileNotFoundError:
         raise FileNotFoundError(f"predictor file {path} not found; create it with `autobuild train`") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise ValueError(f"{path} is not a saved AutoBuild predictor: {exc}") from exc
-    config = TrainConfig(**blob["config"])
-    model = AutoBuildPredictor(schema, hidden=config.hidden, n_layers=config.n_layers)
-    model.load_state_dict(blob["state_dict"])
-    result = TrainResult(model.eval(), config, np.array(blob["train_idx"]), np.array(blob["test_idx"]),
-                         blob["y_mean"], blob["y_std"], blob["metrics"], blob["history"])
-    return result, blob["extra"]
+        raise ValueError(f"{path} is not a predictor saved by `autobuild train` (torch cannot read it: "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}); pass the .pt file "
+                         "that `autobuild train --out` wrote") from None
+    try:
+        config = TrainConfig(**blob["config"])
+        model = AutoBuildPredictor(schema, hidden=config.hidden, n_layers=config.n_layers)
+        model.load_state_dict(blob["state_dict"])
+        result = TrainResult(model.eval(), config, np.array(blob["train_idx"]), np.array(blob["test_idx"]),
+                             blob["y_mean"], blob["y_std"], blob["metrics"], blob["history"])
+        extra = dict(blob["extra"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} is a torch file but not a predictor saved by `autobuild train` "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); retrain it") from None
+    return result, extra

@@ -74,9 +74,9 @@ def test_units_parallel_backend_same_rows(tmp_path):
 def test_store_errors(tmp_path):
     store = ShardStore(tmp_path)
     store.append([{"arch": "a", "y": 1}])
-    store.append([{"arch": "a", "y": 2}])
-    with pytest.raises(ValueError, match="already stored with other values"):
-        store.rows()
+    assert store.append([{"arch": "a", "y": 2}]) is None  # the first stored row wins
+    assert store.rows() == {"a": {"arch": "a", "y": 1}}
+    store.append([{"arch": "b", "y": 1}])
     (tmp_path / "shard-00001.jsonl").write_text("not json\n")
     with pytest.raises(ValueError, match="shard-00001.jsonl:1.*delete this shard"):
         store.rows()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..workunits import folder_lock
 from .generate import ARCH_SEED, MINI_OFA_DIR, STAGES, regenerate_command
 
 __all__ = ["write_card"]
@@ -259,7 +260,8 @@ Every file here is listed with its sha256 in `MANIFEST.json`; loading a table ve
     if pilot.exists():
         text += "\n## Pilot designs (PILOT.md)\n\n" + pilot.read_text().split("\n", 1)[1]
     out = root / "DATA_CARD.md"
-    tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    with folder_lock(root):  # another generator may be writing the card
+        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, out)
     return out

@@ -55,7 +55,7 @@ import pandas as pd
 from ..manifest import verify_file, write_manifest
 from ..paths import DATA_DIR, REPO_ROOT
 from ..spaces.ofa import OFAArch
-from ..workunits import ShardStore, run_units
+from ..workunits import ShardStore, folder_lock, run_units
 from .latency_rounds import choose_protocol, rounds_store, run_rounds, summarise_rounds
 from .labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
 from .supernet import SupernetConfig, Trainer, build_data, space_of
@@ -148,12 +148,13 @@ def _now() -> str:
 
 
 def _log_run(root: Path, record: dict) -> None:
-    """Append one record to ``runs.jsonl`` (rewritten atomically)."""
+    """Append one record to ``runs.jsonl`` (rewritten atomically, under the folder's lock)."""
     path = root / "runs.jsonl"
-    old = path.read_text() if path.exists() else ""
-    tmp = root / f".partial-runs.jsonl.{os.getpid()}"
-    tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with folder_lock(root):
+        old = path.read_text() if path.exists() else ""
+        tmp = root / f".partial-runs.jsonl.{os.getpid()}"
+        tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
 
 def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
@@ -167,10 +168,11 @@ def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners:
         rep = runners[stage]()
         rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
                    n_jobs=n_jobs, machine=machine_info())
-        if not rep.get("skipped"):
-            _log_run(root, rep)
-        write_card(root)
-        write_manifest(root, exclude=(".partial-",))
+        with folder_lock(root):
+            if not rep.get("skipped"):
+                _log_run(root, rep)
+            write_card(root)
+            write_manifest(root, exclude=(".partial-",))
         report[stage] = rep
     return report
 
@@ -386,12 +388,13 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
         rep.update(space=space, stage=stage, n=n, design=design if isinstance(design, str) else "custom",
                    started_utc=started, wall_s=round(wall, 2),
                    n_jobs=n_jobs, machine=machine_info())
-        if not rep.get("skipped"):
-            _log_run(root, rep)
         from .card import write_card
 
-        write_card(root)
-        _manifest(root)
+        with folder_lock(root):
+            if not rep.get("skipped"):
+                _log_run(root, rep)
+            write_card(root)
+            _manifest(root)
         report[stage] = rep
     return report
 

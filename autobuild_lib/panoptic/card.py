@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..workunits import folder_lock
 from .generate import ARCH_SEED, BACKBONE, CONFIG, MINI_PANOPTIC_DIR, N_FULL, RELIABILITY_SEED, STAGES
 from .train import PanopticConfig
 
@@ -249,7 +250,8 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
               "`module-scores.csv` holds every module's score per equation, `construction.json` the "
               "predictors' test metrics and the top modules."]
     out = root / "DATA_CARD.md"
-    tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
-    tmp.write_text("\n".join(parts) + "\n")
-    os.replace(tmp, out)
+    with folder_lock(root):  # another generator may be writing the card
+        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
+        tmp.write_text("\n".join(parts) + "\n")
+        os.replace(tmp, out)
     return out
