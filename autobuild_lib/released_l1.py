@@ -48,7 +48,7 @@ from .released import AUTHORS_REPO, ReleasedDataError, RestrictedUnpickler
 from .spaces.ofa import KERNELS, OFAArch, OFASpace, mbv3, pn
 
 __all__ = ["L1_SOURCE", "L1_TARGETS", "L1Evaluator", "L1Predictor", "l1_files", "load_l1_predictor",
-           "node_features"]
+           "find_l1", "node_features"]
 
 L1_TARGETS: tuple[str, ...] = ("acc", "latency_gpu", "latency_cpu", "latency_npu")
 L1_SOURCE = "the authors' L1 predictors"
@@ -275,6 +275,15 @@ class L1Evaluator:
             self._models[space, target] = load_l1_predictor(pt, cfg)
         return self._models[space, target]
 
+    def predict(self, space: str, archs: Sequence[OFAArch | str], target: str) -> np.ndarray:
+        """One target for ``archs`` (acc in %), without running the other predictors."""
+        if space not in _SPACES:
+            raise ValueError(f"space must be one of {sorted(_SPACES)}, got {space!r}")
+        sp = _SPACES[space]()
+        feats = [node_features(sp, a if isinstance(a, OFAArch) else sp.from_string(a)) for a in archs]
+        y = self.predictor(space, target).predict_features(feats)
+        return 100.0 * y if target == "acc" else y   # acc: fraction (released caches) -> %
+
     def evaluate(self, space: str, arch: OFAArch | str) -> dict:
         """Predictions for one architecture (see :meth:`evaluate_many`)."""
         return self.evaluate_many(space, [arch]).iloc[0].to_dict()
@@ -289,13 +298,17 @@ class L1Evaluator:
             raise FileNotFoundError(f"{self.l1_dir}: no L1 predictor for {space!r}; expected files such as {names}")
         sp = _SPACES[space]()
         parsed = [sp.validate(a) if isinstance(a, OFAArch) else sp.from_string(a) for a in archs]
-        feats = [node_features(sp, a) for a in parsed]
         out = pd.DataFrame({"arch": [sp.to_string(a) for a in parsed]})
         for t in L1_TARGETS:
-            if t in found:
-                y = self.predictor(space, t).predict_features(feats)
-                out[t] = 100.0 * y if t == "acc" else y   # acc: fraction (released caches) -> %
-            else:
-                out[t] = np.nan
+            out[t] = self.predict(space, parsed, t) if t in found else np.nan
         out["source"] = L1_SOURCE
         return out
+
+
+def find_l1(data_dir: str | Path, space: str, targets: Sequence[str] = ("acc", "latency_cpu")) -> L1Evaluator | None:
+    """An :class:`L1Evaluator` on ``data_dir/l1_models`` when it has ``targets`` for ``space``, else ``None``."""
+    d = Path(data_dir) / "l1_models"
+    if not d.is_dir():
+        return None
+    ev = L1Evaluator(d)
+    return ev if ev.has(space, targets) else None
