@@ -218,3 +218,44 @@ def test_config_errors(one: tuple[Path, Path]) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="l1_models"):
         L1Evaluator(tmp_path / "l1_models")
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_evaluate(l1_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import io
+
+    import pandas as pd
+
+    from autobuild_lib.cli import main
+
+    space = SPACES["pn"]()
+    keys = [space.to_string(a) for a in sample_archs(space, 6, seed=9)]
+    archs = tmp_path / "archs.txt"
+    archs.write_text("# constructed\n" + "\n".join(keys) + "\n\n")
+    assert main(["evaluate", "--l1-dir", str(l1_dir), "--space", "pn", "--archs", str(archs)]) == 0
+    out = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    expected = L1Evaluator(l1_dir).evaluate_many("pn", keys)
+    assert out["arch"].tolist() == keys
+    np.testing.assert_allclose(out[list(L1_TARGETS)].to_numpy(), expected[list(L1_TARGETS)].to_numpy(), rtol=1e-9)
+    csv = tmp_path / "archs.csv"
+    pd.DataFrame({"arch": keys}).to_csv(csv, index=False)
+    assert main(["evaluate", "--l1-dir", str(l1_dir), "--space", "pn", "--archs", str(csv),
+                 "--out", str(tmp_path / "pred.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "pred.csv")) == 6
+
+
+def test_cli_evaluate_errors(one: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from autobuild_lib.cli import main
+
+    pt, _ = one
+    archs = tmp_path / "archs.txt"
+    assert main(["evaluate", "--l1-dir", str(pt.parent), "--space", "mbv3", "--archs", str(archs)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    archs.write_text("224|k3e3\n")
+    assert main(["evaluate", "--l1-dir", str(pt.parent), "--space", "mbv3", "--archs", str(archs)]) == 2
+    assert "stages" in capsys.readouterr().err
+    archs.write_text(SPACES["mbv3"]().to_string(SPACES["mbv3"]().sample(np.random.default_rng(0))) + "\n")
+    pt.write_bytes(pt.read_bytes()[:100])
+    assert main(["evaluate", "--l1-dir", str(pt.parent), "--space", "mbv3", "--archs", str(archs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(pt) in err and "Traceback" not in err
