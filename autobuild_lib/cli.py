@@ -165,6 +165,30 @@ def _search(args: argparse.Namespace) -> None:
           f" -> {args.out}; schemes: {sorted(SCHEMES)})")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    """``evaluate --l1-dir``: predictions of the authors' L1 predictors for the architectures in ``--archs``."""
+    from .released_l1 import L1Evaluator
+
+    path = Path(args.archs)
+    if not path.is_file():
+        raise FileNotFoundError(f"--archs {path}: no such file; give one architecture string per line "
+                                "(e.g. 224|k3e6,k5e4|...) or a CSV with an 'arch' column")
+    if path.suffix == ".csv":
+        from .benchmarks import read_table
+
+        archs = [str(a) for a in read_table(path)["arch"]]
+    else:
+        archs = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not archs:
+        raise ValueError(f"--archs {path} holds no architecture")
+    out = L1Evaluator(args.l1_dir).evaluate_many(args.space, archs)
+    if args.out:
+        out.to_csv(args.out, index=False)
+        print(f"{len(out)} architectures -> {args.out} (acc in %, latency in ms; source: {out['source'].iloc[0]})")
+    else:
+        print(out.to_csv(index=False), end="")
+
+
 def _bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
 
@@ -341,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="CSV of every evaluated architecture")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_search)
+
+    s = sub.add_parser("evaluate", help="predict acc and latency with the authors' L1 predictors (l1_models/)")
+    s.add_argument("--l1-dir", required=True, help="the l1_models/ folder of the authors' repository")
+    s.add_argument("--space", required=True, choices=["mbv3", "pn"])
+    s.add_argument("--archs", required=True, help="file: one architecture string per line, or a CSV with 'arch'")
+    s.add_argument("--out", help="CSV to write (default: print CSV)")
+    s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("bench", help="time training and module scoring")
     s.add_argument("--json", action="store_true")

@@ -86,8 +86,8 @@ OFA_CACHE_SPACES: dict[str, str] = {
 IR_CACHE = "ofa_mbv3_pn_onnx_ir_cache.pkl"
 REQUIRED_FILES: tuple[str, ...] = (*OFA_CACHE_SPACES, IR_CACHE)
 _DESCRIPTIONS = {
-    "ofa_mbv3_custom_cache.pkl": "3k MBv3 archs: acc, latency_gpu/cpu/npu, flops, n_params",
-    "ofa_pn_custom_cache.pkl": "3k PN archs: acc, latency_gpu/cpu/npu, flops, n_params",
+    "ofa_mbv3_custom_cache.pkl": "3k MBv3 archs: acc, latency_gpu/cpu/npu (flops, n_params if present)",
+    "ofa_pn_custom_cache.pkl": "3k PN archs: acc, latency_gpu/cpu/npu (flops, n_params if present)",
     "ofa_mbv3_pan_seg_custom_cache.pkl": "MBv3 panoptic archs: pan_seg_PQ, flops_pan_seg",
     "ofa_pn_pan_seg_custom_cache.pkl": "PN panoptic archs: pan_seg_PQ, flops_pan_seg",
     IR_CACHE: "3k MBv3 + 3k PN archs as ONNX IR graphs",

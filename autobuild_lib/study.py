@@ -6,7 +6,9 @@ Every classification chapter takes ``dataset`` = ``"mini-ofa"`` (the study's own
 into a :class:`~autobuild_lib.benchmarks.LabelledSet` whose frame has ``arch`` and label
 columns with the same meaning: ``acc`` (top-1 %), ``latency_cpu`` (ms), ``flops`` (MFLOPs),
 ``n_params``; the release adds ``latency_gpu`` and ``latency_npu``, the Mini-OFA benchmark
-adds ``ce`` and ``flops_mini``.
+adds ``ce`` and ``flops_mini``.  The authors' README names only accuracy and latency for the
+released caches: where ``flops`` / ``n_params`` are absent, a chapter computes them with
+:func:`autobuild_lib.released_flops.fill_static` or leaves them out and says so.
 
 :func:`require` is the first thing a chapter calls: when files are missing it raises
 :class:`DataMissing`, whose message names each missing file and how to get it.

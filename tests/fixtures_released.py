@@ -28,6 +28,8 @@ FIXTURE_FILES = {
     "ofa_pn_pan_seg_custom_cache.pkl": ("pn", True),
 }
 SPACES = {"mbv3": mbv3, "pn": pn}
+#: The labels the authors' README names for the two classification caches (no FLOPs, no parameters).
+README_KEYS = ("acc", "latency_gpu", "latency_cpu", "latency_npu")
 
 
 def fixture_labels(arch: OFAArch, pan_seg: bool = False) -> dict[str, float]:
@@ -60,17 +62,24 @@ def sample_archs(space: OFASpace, n: int, seed: int) -> list[OFAArch]:
     return list(seen)
 
 
-def write_fixture_caches(directory: str | Path, n: int = 40, seed: int = 0) -> dict[str, Path]:
-    """Write the four OFA caches (``n`` entries each) into ``directory``; name -> path."""
+def write_fixture_caches(directory: str | Path, n: int = 40, seed: int = 0,
+                         keys: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Write the four OFA caches (``n`` entries each) into ``directory``; name -> path.
+
+    ``keys`` (e.g. :data:`README_KEYS`) keeps only those labels in the two classification
+    caches; the panoptic caches keep theirs.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
     for offset, (name, (family, pan_seg)) in enumerate(FIXTURE_FILES.items()):
         space = SPACES[family]()
-        entries = [
-            {"original config": space.to_released(a), **fixture_labels(a, pan_seg)}
-            for a in sample_archs(space, n, seed + offset)
-        ]
+        entries = []
+        for a in sample_archs(space, n, seed + offset):
+            labels = fixture_labels(a, pan_seg)
+            if keys is not None and not pan_seg:
+                labels = {k: labels[k] for k in keys}
+            entries.append({"original config": space.to_released(a), **labels})
         paths[name] = directory / name
         with paths[name].open("wb") as f:
             pickle.dump(entries, f, protocol=4)
