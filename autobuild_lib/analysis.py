@@ -199,7 +199,8 @@ def hop_srcc_runs(table: GraphTable, labels: Mapping[str, np.ndarray], seeds: Se
     90/10 split and the initialisation (``TrainConfig.seed``), so the two losses of one seed
     share the split.  Columns: space, label, loss, seed, epochs, n_train, n_test,
     ``srcc_h0`` ... ``srcc_hM`` (test SRCC of ``||h_G^m||_1``), ``srcc_head`` (of the MLP
-    prediction), mae (label units) and seconds (wall time of training, not deterministic).
+    prediction), mae (label units), seconds and cpu_seconds (wall and CPU time of training, not
+    deterministic).
     """
     bad = [x for x in losses if x not in LOSSES]
     if bad:
@@ -210,7 +211,7 @@ def hop_srcc_runs(table: GraphTable, labels: Mapping[str, np.ndarray], seeds: Se
     tasks = [TrainTask(table, labels[name], TrainConfig(epochs=epochs, seed=s, hop_srcc=LOSSES[loss], **config))
              for name, loss, s in keys]
     rows = []
-    for (name, loss, s), (res, secs) in zip(keys, train_many(tasks, n_jobs=n_jobs)):
+    for (name, loss, s), (res, secs, cpu) in zip(keys, train_many(tasks, n_jobs=n_jobs)):
         if not res.metrics:
             raise ValueError(f"label {name!r}: the test split of {len(table)} graphs is too small "
                              "for test metrics (need >= 2 test graphs)")
@@ -218,7 +219,7 @@ def hop_srcc_runs(table: GraphTable, labels: Mapping[str, np.ndarray], seeds: Se
         row = {"space": space, "label": name, "loss": loss, "seed": s, "epochs": epochs,
                "n_train": len(res.train_idx), "n_test": m["n_test"]}
         row.update({f"srcc_h{h}": v for h, v in enumerate(m["srcc_hop"])})
-        row.update({"srcc_head": m["srcc_pred"], "mae": m["mae"], "seconds": secs})
+        row.update({"srcc_head": m["srcc_pred"], "mae": m["mae"], "seconds": secs, "cpu_seconds": cpu})
         rows.append(row)
     return pd.DataFrame(rows)
 

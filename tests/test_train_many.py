@@ -17,8 +17,8 @@ def test_parallel_equals_sequential():
     y = rng.normal(size=len(archs))
     tasks = [TrainTask(table, y, TrainConfig(epochs=2, seed=s, hop_srcc=h)) for s in (0, 1) for h in (True, False)]
     got = train_many(tasks, n_jobs=2)
-    assert len(got) == 4 and all(t.seconds > 0 for t in got)
-    for task, (res, _) in zip(tasks, got):
+    assert len(got) == 4 and all(t.seconds > 0 and t.cpu_seconds > 0 for t in got)
+    for task, (res, _, _) in zip(tasks, got):
         ref = train_predictor(table, y, task.config, progress=False)
         assert res.history == ref.history and res.metrics == ref.metrics
         for name, value in ref.model.state_dict().items():
