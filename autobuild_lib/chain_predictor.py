@@ -141,12 +141,10 @@ def chain_loss(y: torch.Tensor, pred: torch.Tensor, norms: torch.Tensor, hop_src
     kw = {"regularization": "l2", "regularization_strength": strength}
     rp = torchsort.soft_rank(norms.t().contiguous(), **kw)
     with torch.no_grad():
-        rt = torchsort.soft_rank(y.unsqueeze(0), **kw)
+        rt = torchsort.soft_rank(y.unsqueeze(0), **kw).squeeze(0)
         rt = rt - rt.mean()
-        rt = rt / rt.norm()
     rp = rp - rp.mean(dim=1, keepdim=True)
-    # (rp . rt) / (|rp| |rt| + 1e-12), the denominator reordered: |rt| = 1 now
-    srcc = (rp @ rt.squeeze(0)) / (rp.norm(dim=1) + 1e-12)
+    srcc = (rp @ rt) / (rp.norm(dim=1) * rt.norm() + 1e-12)
     return loss + (1 - srcc).mean()
 
 

@@ -79,11 +79,16 @@ def test_same_function_and_gradients_at_fixed_weights(space, train):
         torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
-def test_mse_only_loss_matches():
+def test_mse_only_loss_and_constant_labels():
     y = torch.randn(10)
     pred = torch.randn(10)
     norms = torch.rand(10, 5)
     assert torch.equal(chain_loss(y, pred, norms, hop_srcc=False), torch.nn.functional.mse_loss(pred, y))
+    flat_y = torch.ones(10)  # no ranking signal: SRCC 0 as in AutoBuildLoss, not NaN
+    got = chain_loss(flat_y, pred, norms, hop_srcc=True)
+    ref = AutoBuildLoss()(flat_y, pred, list(norms.t().unsqueeze(2)))
+    torch.testing.assert_close(got, ref)
+    assert torch.isfinite(got)
 
 
 @pytest.mark.parametrize("seed", [0, 3])
