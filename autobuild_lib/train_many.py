@@ -48,10 +48,16 @@ def _run(task: TrainTask) -> Trained:
     return Trained(res, time.perf_counter() - wall, time.thread_time() - cpu)
 
 
-def train_many(tasks: list[TrainTask], n_jobs: int = -1) -> list[Trained]:
-    """Train every task, ``n_jobs`` at a time (-1: all cores); results in task order."""
+def train_many(tasks: list[TrainTask], n_jobs: int = -1, min_work: int = 200_000) -> list[Trained]:
+    """Train every task, ``n_jobs`` at a time (-1: all cores); results in task order.
+
+    Below ``min_work`` graph-epochs in all (about 10 s of training on this
+    study's 2-core machine) the tasks train here one after another: starting
+    the worker processes would cost more than it saves.
+    """
     if not tasks:
         raise ValueError("train_many needs at least one task")
-    if n_jobs == 1 or len(tasks) == 1:
+    work = sum(len(t.table) * t.config.epochs for t in tasks)
+    if n_jobs == 1 or len(tasks) == 1 or work < min_work:
         return [_run(t) for t in tasks]
     return Parallel(n_jobs=n_jobs)(delayed(_run)(t) for t in tasks)
