@@ -61,7 +61,7 @@ OBJECTIVES: list[tuple[str, bool]] = [("acc", True), ("latency_cpu", False)]
 
 _CACHE_VERSION = 1
 # Source files whose content determines a trained predictor's weights.
-_MODEL_CODE = ("predictor.py", "training.py", "losses.py", "graphs.py")
+_MODEL_CODE = ("predictor.py", "training.py", "chain_predictor.py", "losses.py", "graphs.py")
 _LATENCY_CODE = ("latency.py", "losses.py", "graphs.py")
 
 

@@ -18,6 +18,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from .chain_predictor import fit_chain, is_chain_table
 from .graphs import FeatureSchema, GraphTable
 from .losses import AutoBuildLoss
 from .predictor import AutoBuildPredictor
@@ -97,11 +98,14 @@ def _check_labels(table: GraphTable, y: np.ndarray) -> np.ndarray:
 
 def train_predictor(table: GraphTable, y: np.ndarray, config: TrainConfig | None = None,
                     train_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None,
-                    progress: bool = True) -> TrainResult:
+                    progress: bool = True, fast: bool = True) -> TrainResult:
     """Train an AutoBuild predictor on ``table`` with labels ``y``.
 
     Pass ``train_idx``/``test_idx`` to fix the split (e.g. for k-fold
     ensembles); otherwise a 90/10 split is drawn with ``config.seed``.
+    ``fast`` trains chain graphs (OFA sequence graphs) on the equivalent
+    dense path of :mod:`~autobuild_lib.chain_predictor`; other graphs, or
+    ``fast=False``, take the PyG path.
     """
     config = config or TrainConfig()
     y = _check_labels(table, y)
@@ -121,7 +125,10 @@ def train_predictor(table: GraphTable, y: np.ndarray, config: TrainConfig | None
     history = []
     with single_thread(), flat_parameters(model) as flat:
         opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay)
-        _fit(model, opt, flat, loss_fn, table, ys, train_idx, rng, config, history, progress)
+        if fast and is_chain_table(table):
+            fit_chain(model, opt, flat, table, ys, train_idx, rng, config, history, progress)
+        else:
+            _fit(model, opt, flat, loss_fn, table, ys, train_idx, rng, config, history, progress)
     result = TrainResult(model, config, train_idx, test_idx, y_mean, y_std, history=history)
     if len(test_idx) > 1:
         result.metrics = evaluate_predictor(result, table, y, test_idx)
