@@ -232,11 +232,10 @@ def test_missing_out_folder_fails_before_work(models, startup_s, command):
 
 
 def test_score_into_closed_pipe_exits_0(models, startup_s):
-    t0 = time.perf_counter()
+    # not bound by start-up + 5 s (the issue exempts `| head`): scoring does real work before it prints
     cmd = (f"{sys.executable} -m autobuild_lib score --model {models / 'mbv3.pt'} --out {models / 's2.csv'} | head -1;"
            " exit ${PIPESTATUS[0]}")
     res = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=startup_s + 120)
-    assert time.perf_counter() - t0 < startup_s + BOUND_S
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert len(res.stdout.splitlines()) == 1
 
