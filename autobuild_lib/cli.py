@@ -11,7 +11,7 @@ import pandas as pd
 
 
 def _spaces(args: argparse.Namespace) -> None:
-    from .spaces import get_space
+    from autobuild_lib.core.spaces import get_space
 
     rows = {}
     for name in ("mbv3", "pn", "sd", "sd-hw"):
@@ -27,14 +27,14 @@ def _spaces(args: argparse.Namespace) -> None:
 
 
 def _load_set(args: argparse.Namespace):
-    from .benchmarks import load_labelled
+    from autobuild_lib.benchmarks.labelled import load_labelled
 
     return load_labelled(args.space, table=args.table, released=args.released)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .scoring import hop_moments, label_moments
-    from .training import TrainConfig, save_result, train_predictor
+    from autobuild_lib.core.scoring import hop_moments, label_moments
+    from autobuild_lib.core.training import TrainConfig, save_result, train_predictor
 
     ls = _load_set(args)
     y = ls.labels(args.label)
@@ -49,9 +49,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _load_model(path: str):
-    from .graphs import OFA_SCHEMA
-    from .spaces import get_space
-    from .training import load_result
+    from autobuild_lib.core.graphs import OFA_SCHEMA
+    from autobuild_lib.core.spaces import get_space
+    from autobuild_lib.core.training import load_result
 
     res, extra = load_result(path, OFA_SCHEMA)
     hm = pd.DataFrame(extra["hop_moments"]).set_index("hop")
@@ -60,7 +60,7 @@ def _load_model(path: str):
 
 
 def _score(args: argparse.Namespace) -> None:
-    from .scoring import score_modules
+    from autobuild_lib.core.scoring import score_modules
 
     res, space, hm, lm = _load_model(args.model)
     scores = score_modules(res, space, hm, lm, resolution=args.resolution, shift=not args.no_shift)
@@ -70,8 +70,8 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _construct(args: argparse.Namespace) -> None:
-    from .scoring import construct, top_k
-    from .spaces import get_space
+    from autobuild_lib.core.scoring import construct, top_k
+    from autobuild_lib.core.spaces import get_space
 
     space = get_space(args.space)
     scores = pd.read_csv(args.scores)
@@ -81,11 +81,11 @@ def _construct(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from .graphs import ofa_graph
-    from .scoring import top_k
-    from .search import SCHEMES, evolutionary_search, make_scheme, union_candidates
-    from .spaces import get_space
-    from .training import predict
+    from autobuild_lib.core.graphs import ofa_graph
+    from autobuild_lib.core.scoring import top_k
+    from autobuild_lib.core.search import SCHEMES, evolutionary_search, make_scheme, union_candidates
+    from autobuild_lib.core.spaces import get_space
+    from autobuild_lib.core.training import predict
 
     space = get_space(args.space)
     objectives, models = [], {}
@@ -105,7 +105,7 @@ def _search(args: argparse.Namespace) -> None:
             raise SystemExit("--scheme autobuild needs --candidates SCORES.csv [...]")
         candidates = union_candidates([top_k(pd.read_csv(p), args.k) for p in args.candidates])
 
-    from .graphs import OFA_SCHEMA, GraphTable
+    from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable
 
     def evaluate(arch):
         table = GraphTable([ofa_graph(space, arch)], OFA_SCHEMA)
@@ -122,14 +122,14 @@ def _search(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .bench import run_bench
+    from autobuild_lib.study.bench import run_bench
 
     out = run_bench(epochs=args.epochs, n_archs=args.n_archs)
     print(json.dumps(out, indent=2) if args.json else out)
 
 
 def _data(args: argparse.Namespace) -> None:
-    from .datasets import data_summary
+    from autobuild_lib.benchmarks.datasets import data_summary
 
     out = data_summary(Path(args.data_dir) if args.data_dir else None)
     print(json.dumps(out, indent=2) if args.json else pd.DataFrame(out["tables"]).T.to_string())
@@ -138,7 +138,7 @@ def _data(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     from joblib import parallel_config
 
-    from .miniofa.generate import generate
+    from autobuild_lib.benchmarks.miniofa.generate import generate
 
     stages = args.stages.split(",") if args.stages else None
     kw = {} if stages is None else {"stages": stages}
@@ -169,7 +169,7 @@ def _generate_staged(args: argparse.Namespace) -> None:
 
 
 def _book(args: argparse.Namespace) -> None:
-    from .book import build_book
+    from autobuild_lib.study.book import build_book
 
     log = build_book(profile=args.profile, only=args.only, render=not args.no_render)
     print(pd.DataFrame(log)[["notebook", "status", "seconds"]].to_string(index=False))
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stages", help="comma-separated subset of supernet,reliability,static,latency,acc,ir,merge,checks "
                                     "(default: all, in that order)")
     g.add_argument("--n", type=int, default=3000, help="architectures per space")
-    g.add_argument("--design", help="supernet design (autobuild_lib.miniofa.generate.DESIGNS; default FINAL_DESIGN)")
+    g.add_argument("--design", help="supernet design (autobuild_lib.benchmarks.miniofa.generate.DESIGNS; default FINAL_DESIGN)")
     g.add_argument("--n-jobs", type=int, default=1, help="parallel work units (latency: keep 1)")
     g.add_argument("--backend", default="loky", help="joblib backend, e.g. loky, threading, dask, ray")
     g.add_argument("--chunk", type=int, default=50, help="units per shard")

@@ -80,7 +80,7 @@ seed = 0                      # which test mosaics are shown; bootstrap seed (no
 dataset = "mini"              # mini (or mini-ofa, the study-wide setting: own benchmarks) | autobuild-release
 data_dir = None               # autobuild-release: the authors' caches (None: data_dir of _config.yml)
 panoptic_dir = ""             # the Mini-Panoptic benchmark ("": data/mini-panoptic, or $AUTOBUILD_MINI_PANOPTIC_DIR)
-equations = None              # label equations shown (None: both of autobuild_lib.panoptic.generate.EQUATIONS)
+equations = None              # label equations shown (None: both of autobuild_lib.benchmarks.panoptic.generate.EQUATIONS)
 """)
 
 code("""
@@ -95,12 +95,14 @@ from IPython.display import Markdown, display
 from matplotlib.patches import Patch
 from scipy.stats import kendalltau, spearmanr
 
-from autobuild_lib import claims as claims_mod
-from autobuild_lib import construction, pareto, study
-from autobuild_lib.config import load_study_config
-from autobuild_lib.equations import LabelEquation
-from autobuild_lib.panoptic import data as pdata
-from autobuild_lib.panoptic import generate as pgen
+from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import construction
+from autobuild_lib.core import pareto
+from autobuild_lib.study import data as study
+from autobuild_lib.study.config import load_study_config
+from autobuild_lib.core.equations import LabelEquation
+from autobuild_lib.benchmarks.panoptic import data as pdata
+from autobuild_lib.benchmarks.panoptic import generate as pgen
 
 torch.set_num_threads(1)
 sns.set_theme(style="whitegrid")
@@ -144,7 +146,7 @@ if own:
         unknown = [e for e in eq_texts if e not in built]
         if unknown:
             raise ValueError(f"equations {unknown} were not built in {d.root}; built: {built} "
-                             "(the constructions stage builds autobuild_lib.panoptic.generate.EQUATIONS)")
+                             "(the constructions stage builds autobuild_lib.benchmarks.panoptic.generate.EQUATIONS)")
         con = d.constructed[d.constructed["equation"].isin(eq_texts)].reset_index(drop=True)
         print(f"profile={profile}  dataset={dataset}  benchmark: {d.root}\\n{len(pseudo)} pseudo-labelled, "
               f"{len(full)} fully fine-tuned, {len(con)} constructed architectures ({', '.join(eq_texts)})")
@@ -210,9 +212,9 @@ code("""
 if own:
     print("dataset = 'mini': the constructed architectures are fine-tuned and evaluated for real below")
 else:
-    from autobuild_lib.benchmarks import from_frame
-    from autobuild_lib.construction import build_equation, predict_archs
-    from autobuild_lib.training import TrainConfig, train_predictor
+    from autobuild_lib.benchmarks.labelled import from_frame
+    from autobuild_lib.study.construction import build_equation, predict_archs
+    from autobuild_lib.core.training import TrainConfig, train_predictor
 
     rel_epochs = 20 if profile == "smoke" else 300          # paper: 300 epochs on ~1.3k panoptic archs
     ls_rel = from_frame("mbv3", rf.assign(PQ=rf["pan_seg_PQ"], flops=rf["flops_pan_seg"]), source="released cache")
@@ -264,11 +266,11 @@ only.
 """)
 
 code(mini_only("""
-from autobuild_lib.miniofa.supernet import space_of
-from autobuild_lib.panoptic.model import panoptic_maps
-from autobuild_lib.panoptic.mosaics import pq_counts, pq_from_counts
-from autobuild_lib.panoptic.train import RESOLUTION, count_flops, recalibrate_bn, static_model
-from autobuild_lib.spaces.ofa import OFAArch
+from autobuild_lib.benchmarks.miniofa.supernet import space_of
+from autobuild_lib.benchmarks.panoptic.model import panoptic_maps
+from autobuild_lib.benchmarks.panoptic.mosaics import pq_counts, pq_from_counts
+from autobuild_lib.benchmarks.panoptic.train import RESOLUTION, count_flops, recalibrate_bn, static_model
+from autobuild_lib.core.spaces.ofa import OFAArch
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot", "stuff: stripes", "stuff: dots"]
@@ -566,7 +568,7 @@ def verdict(ok, checkable=True):
     return ("reproduced" if ok else "not reproduced") + smoke
 
 if own and not labelled:
-    from autobuild_lib.panoptic.reliability import spearman_brown_size
+    from autobuild_lib.benchmarks.panoptic.reliability import spearman_brown_size
 
     why = "not checked (no labels: the reliability bar is not met)"
     need_here = spearman_brown_size(rel["srcc_halves"], sum(rel["halves"]))
@@ -643,7 +645,7 @@ else:
          "this study": "-", "verdict": why},
     ]
 claims = pd.DataFrame(rows)
-claims_mod.record_claims(claims, "07_panoptic")  # for the verdict page (autobuild_lib.claims)
+claims_mod.record_claims(claims, "07_panoptic")  # for the verdict page (autobuild_lib.study.claims)
 display(claims)
 disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
 display(Markdown(("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")

@@ -1,7 +1,7 @@
 """Fixtures shared by several test files."""
 import pytest
 
-from autobuild_lib.spaces.sd import SDSpace, sd_unet, sd_unet_hw
+from autobuild_lib.core.spaces.sd import SDSpace, sd_unet, sd_unet_hw
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,89 @@
+"""Execute the study's notebooks with papermill and render the Jupyter Book.
+
+``python -m autobuild_lib book [--profile smoke|full]`` runs every notebook
+of ``notebooks/`` in name order with the parameters of the top-level
+``_config.yml`` (see :mod:`autobuild_lib.study.config`), writes the executed copies
+to ``book/chapters/`` and then runs ``jupyter-book build book/``.
+
+A chapter whose data is not there stops at its first cell with
+:class:`~autobuild_lib.study.data.DataMissing` (the message names each missing file and how to get
+it); the runner keeps that executed page, so the book still renders and says what is missing,
+and reports the chapter as ``data missing``.  Any other error stops the build.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+from autobuild_lib.study.claims import CLAIMS_ENV
+from autobuild_lib.study.config import load_study_config, notebook_parameters
+from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR, STUDY_CONFIG
+
+KERNEL = "autobuild"
+
+
+def list_notebooks(directory: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
+    """Notebooks in name order, optionally restricted to names/stems in ``only``."""
+    books = sorted(directory.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {Path(o).stem for o in only}
+        unknown = wanted - {b.stem for b in books}
+        if unknown:
+            raise ValueError(f"unknown notebooks {sorted(unknown)}; available: {[b.stem for b in books]}")
+        books = [b for b in books if b.stem in wanted]
+    return books
+
+
+def execute_notebook(src: Path, dst: Path, config: Path = STUDY_CONFIG, progress: bool = True,
+                     **overrides) -> tuple[dict, float]:
+    """Execute one notebook into ``dst``; returns its parameters and wall seconds."""
+    cfg = load_study_config(config)
+    declared = set(pm.inspect_notebook(str(src)))
+    params = notebook_parameters(cfg, src.stem, declared, **overrides)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    old = os.environ.get(CLAIMS_ENV)
+    os.environ[CLAIMS_ENV] = str(dst.parent / "claims")  # the kernel inherits it: see autobuild_lib.study.claims
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL,
+                            cwd=str(src.parent), progress_bar=progress)
+    finally:
+        if old is None:
+            os.environ.pop(CLAIMS_ENV, None)
+        else:
+            os.environ[CLAIMS_ENV] = old
+    return params, time.perf_counter() - start
+
+
+def build_book(profile: str | None = None, only: list[str] | None = None, render: bool = True,
+               out_dir: Path = BOOK_DIR / "chapters", config: Path = STUDY_CONFIG,
+               notebook_dir: Path = NOTEBOOK_DIR) -> list[dict]:
+    """Execute the notebooks into ``out_dir`` and render the book; returns a timing log."""
+    log = []
+    for nb in list_notebooks(notebook_dir, only=only):
+        print(f"[book] executing {nb.name} (profile={profile or 'from _config.yml'})", flush=True)
+        start = time.perf_counter()
+        try:
+            params, secs = execute_notebook(nb, out_dir / nb.name, config=config, profile=profile)
+            status = "ok"
+        except pm.PapermillExecutionError as err:
+            if err.ename != "DataMissing":
+                raise
+            params, secs, status = {}, time.perf_counter() - start, "data missing"
+            print(f"[book] {nb.name}: DATA MISSING -- {err.evalue}", flush=True)
+        log.append({"notebook": nb.name, "seconds": round(secs, 1), "status": status, **params})
+        print(f"[book] {nb.name}: {status}, {secs:.1f} s", flush=True)
+    if render:
+        jb = Path(sys.executable).with_name("jupyter-book")
+        exe = str(jb) if jb.exists() else shutil.which("jupyter-book")
+        if exe is None:
+            raise RuntimeError("jupyter-book not found; run scripts/setup.sh")
+        subprocess.run([exe, "build", str(BOOK_DIR)], check=True)
+        print(f"[book] rendered: {BOOK_DIR / '_build' / 'html' / 'index.html'}")
+    return log
