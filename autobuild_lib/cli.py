@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
@@ -158,7 +157,7 @@ def _generate_staged(args: argparse.Namespace) -> None:
 
     from joblib import parallel_config
 
-    mod = importlib.import_module({"mini-sd": ".minisd.generate", "mini-panoptic": ".panoptic.generate"}[args.benchmark],
+    mod = importlib.import_module({"mini-sd": ".benchmarks.minisd.generate", "mini-panoptic": ".benchmarks.panoptic.generate"}[args.benchmark],
                                   __package__)
     stages = args.stages.split(",") if args.stages else mod.STAGES
     kw = {"allow_unreliable": args.allow_unreliable} if args.benchmark == "mini-panoptic" else {}
@@ -173,6 +172,51 @@ def _book(args: argparse.Namespace) -> None:
 
     log = build_book(profile=args.profile, only=args.only, render=not args.no_render)
     print(pd.DataFrame(log)[["notebook", "status", "seconds"]].to_string(index=False))
+
+
+def _chapter05(args: argparse.Namespace) -> None:
+    """``chapter05``: the architectures chapter 05 evaluates: list, count what the cache lacks, or fill it."""
+    from autobuild_lib.study import construction as C
+    from autobuild_lib.study import data as study
+
+    kw = {"profile": args.profile, "seed": args.seed, "k": args.k, "epochs": args.epochs,
+          "equations": args.equations or C.CHAPTER05_EQUATIONS, "predictor_cache": args.predictor_cache}
+    for space in args.space:
+        if args.fill:
+            out = C.fill_chapter05_cache(space, cache=args.cache, **kw)
+            print(json.dumps({"space": space, "archs": len(out), **out["source"].value_counts().to_dict()}))
+            continue
+        keys = C.chapter05_archs(space, **kw)
+        if args.list:
+            sys.stdout.write("".join(f"{space}\t{k}\n" for k in keys))
+            continue
+        ev = study.evaluator("mini-ofa", cache=args.cache)
+        todo, never = ev.uncached(space, keys), ev.uncached(space, keys, include_cache=False)
+        print(json.dumps({"space": space, "digest": C.archs_digest(keys), "distinct archs": len(keys),
+                          "in benchmark table": len(keys) - len(never),
+                          "cached": len(never) - len(todo), "to compute": len(todo)}))
+
+
+def _add_chapter05(sub) -> None:
+    from autobuild_lib.study.config import PROFILES
+    from autobuild_lib.study.construction import CHAPTER05_EQUATIONS, DEFAULT_PREDICTOR_CACHE
+
+    s = sub.add_parser("chapter05", help="the architectures chapter 05 evaluates: list, count uncached, or fill "
+                                         "the evaluation cache")
+    s.add_argument("--space", nargs="+", default=["mbv3", "pn"], choices=["mbv3", "pn"])
+    s.add_argument("--profile", default="full", choices=PROFILES)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--k", type=int, default=3)
+    s.add_argument("--epochs", type=int, default=200)
+    s.add_argument("--equation", action="append", dest="equations",
+                   help=f"label equation (repeat; default: {list(CHAPTER05_EQUATIONS)})")
+    s.add_argument("--predictor-cache", default=DEFAULT_PREDICTOR_CACHE)
+    s.add_argument("--cache", default=None, help="evaluation cache (default: <mini-ofa dir>/evaluations.sqlite)")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="print one canonical architecture string per line")
+    what.add_argument("--count", action="store_true", help="print counts as JSON (default)")
+    what.add_argument("--fill", action="store_true", help="evaluate every architecture not cached yet")
+    s.set_defaults(func=_chapter05)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-unreliable", action="store_true",
                    help="label even if the reliability check missed its bar (the data card will say so)")
     g.set_defaults(func=_generate_staged)
+
+    _add_chapter05(sub)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")

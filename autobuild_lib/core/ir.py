@@ -73,7 +73,6 @@ from torch import nn
 from torch_geometric.data import Data
 
 from autobuild_lib.core.graphs import Feature, FeatureSchema, GraphTable, make_data
-from autobuild_lib.benchmarks.released import IRRecord
 from autobuild_lib.core.spaces.ofa import EXPANSIONS, KERNELS, OFAArch, OFASpace
 
 __all__ = [
@@ -370,8 +369,9 @@ def _topological(n: int, edges: Sequence[tuple[int, int]]) -> list[int]:
     return order
 
 
-def ir_from_record(record: IRRecord) -> Data:
-    """The authors' released IR graph in :data:`IR_SCHEMA`.
+def ir_from_record(record) -> Data:
+    """The authors' released IR graph in :data:`IR_SCHEMA`; ``record`` is an
+    ``autobuild_lib.benchmarks.released.IRRecord`` (``index``, ``nodes``, ``edges``).
 
     ``input_dummy``/``output_dummy`` and ``Constant`` nodes are dropped with
     their edges; unknown ops become ``"other"`` (``op_names`` keeps the real

@@ -6,9 +6,13 @@ of ``notebooks/`` in name order with the parameters of the top-level
 to ``book/chapters/`` and then runs ``jupyter-book build book/``.
 
 A chapter whose data is not there stops at its first cell with
-:class:`~autobuild_lib.study.data.DataMissing` (the message names each missing file and how to get
-it); the runner keeps that executed page, so the book still renders and says what is missing,
-and reports the chapter as ``data missing``.  Any other error stops the build.
+:class:`~autobuild_lib.benchmarks.pipeline.missing.DataMissing` (the message names each missing file and
+how to get it); the runner keeps that executed page, replaces papermill's error banner and the
+traceback by a sentence that says what is missing, so the book still renders, and reports the
+chapter as ``data missing``.  Any other error stops the build.
+
+Every executed code cell gets myst-nb's ``hide-input`` tag: the rendered book shows narrative,
+figures and tables, and the code only behind a "show code" toggle.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 
 from autobuild_lib.study.claims import CLAIMS_ENV
@@ -61,6 +66,32 @@ def execute_notebook(src: Path, dst: Path, config: Path = STUDY_CONFIG, progress
     return params, time.perf_counter() - start
 
 
+HIDE = "hide-input"
+_PAPERMILL_BANNER = "papermill-error-cell-tag"
+
+
+def present(path: Path, missing: str | None = None) -> None:
+    """Make an executed notebook readable as a book page: code behind a toggle (``hide-input``) and,
+    when the chapter stopped on missing data, the reason in prose instead of papermill's banner
+    and the traceback."""
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if _PAPERMILL_BANNER not in c.metadata.get("tags", [])]
+    for c in cells:
+        if c.cell_type != "code":
+            continue
+        tags = c.metadata.setdefault("tags", [])
+        if HIDE not in tags:
+            tags.append(HIDE)
+        if missing is not None:
+            c.outputs = [o for o in c.get("outputs", []) if o.get("output_type") != "error"]
+    if missing is not None:
+        at = next((i for i, c in enumerate(cells) if c.cell_type == "code"), 0)
+        cells.insert(at, nbformat.v4.new_markdown_cell(
+            f"**This chapter could not run here: its data is missing.** {missing}"))
+    nb.cells = cells
+    nbformat.write(nb, path)
+
+
 def build_book(profile: str | None = None, only: list[str] | None = None, render: bool = True,
                out_dir: Path = BOOK_DIR / "chapters", config: Path = STUDY_CONFIG,
                notebook_dir: Path = NOTEBOOK_DIR) -> list[dict]:
@@ -72,10 +103,12 @@ def build_book(profile: str | None = None, only: list[str] | None = None, render
         try:
             params, secs = execute_notebook(nb, out_dir / nb.name, config=config, profile=profile)
             status = "ok"
+            present(out_dir / nb.name)
         except pm.PapermillExecutionError as err:
             if err.ename != "DataMissing":
                 raise
             params, secs, status = {}, time.perf_counter() - start, "data missing"
+            present(out_dir / nb.name, missing=err.evalue)
             print(f"[book] {nb.name}: DATA MISSING -- {err.evalue}", flush=True)
         log.append({"notebook": nb.name, "seconds": round(secs, 1), "status": status, **params})
         print(f"[book] {nb.name}: {status}, {secs:.1f} s", flush=True)

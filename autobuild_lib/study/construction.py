@@ -6,34 +6,27 @@ Paper Sec. 5.1 / 7.2 / 7.5 (Fig. 5).  The algorithms themselves live elsewhere
 :mod:`~autobuild_lib.core.pareto`: fronts and hypervolumes).  This module holds what
 the two chapters need around them:
 
-* :func:`build_equation` -- one AutoBuild predictor per label equation, with its
-  moments and module scores; trained predictors are kept in an on-disk cache
-  keyed by everything that determines their weights, so chapter 06 reuses the
-  predictors of chapter 05 and a re-run does not retrain.
-* :func:`train_cached` / :func:`latency_predictor_cached` / :func:`predict_archs`
-  -- accuracy and latency predictors (the release has no evaluator; chapter 06
-  can use an accuracy surrogate).
+Trained predictors (one per label equation, and latency predictors) come from
+:mod:`~autobuild_lib.core.build`, whose on-disk cache lets chapter 06 reuse chapter 05's.
 * :func:`reference_point`, :func:`hypervolume_clipped`, :func:`front_gain_table`
   -- how far constructed clusters go beyond the training front.
 * :class:`SearchMetrics`, :func:`run_search_grid`, :func:`hypervolume_summary`,
   :func:`hypervolume_curves` -- the NAS comparison with provenance of every number
   (real evaluation or predictor, measured or predicted latency).
-* :func:`uncached_archs`, :func:`seconds_per_new_arch` -- what an evaluation
-  would cost without the committed evaluation cache.
+* :func:`seconds_per_new_arch` -- what an evaluation would cost without the committed
+  evaluation cache (which architectures are not cached: ``Evaluator.uncached``).
 * :func:`chapter05_settings`, :func:`plan_construction`, :func:`chapter05_archs`,
   :func:`fill_chapter05_cache` -- exactly which architectures chapter 05 evaluates, so that a
   background job can fill the evaluation cache before the chapter runs
-  (``python -m autobuild_lib.study.construction --space mbv3 --list`` / ``--fill``).
+  (``python -m autobuild_lib chapter05 --space mbv3 --list`` / ``--fill``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,198 +34,21 @@ import pandas as pd
 
 from autobuild_lib.core import pareto
 from autobuild_lib.benchmarks.labelled import LabelledSet
+from autobuild_lib.core.build import EquationBuild, build_equation
 from autobuild_lib.core.equations import LabelEquation
-from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
-from autobuild_lib.core.scoring import AutoBuildRun, construct, hop_moments, label_moments, score_modules, top_k
 from autobuild_lib.core.search import MutationScheme, SearchResult, evolutionary_search
-from autobuild_lib.core.spaces.ofa import OFAArch, OFAModule, OFASpace
-from autobuild_lib.core.training import TrainConfig, TrainResult, load_result, predict, save_result, train_predictor
+from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
+from autobuild_lib.core.training import TrainConfig
 
-__all__ = ["OBJECTIVES", "EquationBuild", "build_equation", "train_cached", "latency_predictor_cached",
-           "predict_archs", "LazyLatencyPredictor", "reference_point", "hypervolume_clipped",
+__all__ = ["OBJECTIVES", "reference_point", "hypervolume_clipped",
            "front_gain_table", "SearchMetrics", "run_search_grid", "search_history", "hypervolume_summary",
-           "hypervolume_curves", "uncached_archs", "seconds_per_new_arch", "resolve_eval_cache",
+           "hypervolume_curves", "seconds_per_new_arch", "resolve_eval_cache",
            "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "chapter05_settings", "chapter06_settings", "evenly_spaced",
            "ConstructionPlan", "plan_construction", "chapter05_plan", "chapter05_archs", "fill_chapter05_cache",
-           "archs_digest", "main"]
+           "archs_digest"]
 
 OBJECTIVES: list[tuple[str, bool]] = [("acc", True), ("latency_cpu", False)]
 """Chapter 05/06 objectives: top-1 accuracy (%, maximised) and CPU latency (ms, minimised)."""
-
-_CACHE_VERSION = 1
-# Source files whose content determines a trained predictor's weights.
-_MODEL_CODE = ("predictor.py", "training.py", "losses.py", "graphs.py")
-_LATENCY_CODE = ("latency.py", "losses.py", "graphs.py")
-
-
-# ----------------------------------------------------------------------------- predictor cache
-def _digest(*parts: object) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(np.ascontiguousarray(p, dtype=np.float64).tobytes())
-        elif isinstance(p, bytes):
-            h.update(p)
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _code_digest(files: Sequence[str]) -> str:
-    here = Path(__file__).resolve().parent
-    return _digest(*[(here / f).read_bytes() for f in files])
-
-
-def _cache_path(cache_dir: str | Path | None, prefix: str, key: str) -> Path | None:
-    if cache_dir is None or str(cache_dir) == "":
-        return None
-    d = Path(cache_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{prefix}-{key[:24]}.pt"
-
-
-def train_cached(table: GraphTable, y: np.ndarray, arch_keys: Sequence[str], config: TrainConfig,
-                 cache_dir: str | Path | None = None, progress: bool = False) -> tuple[TrainResult, dict]:
-    """:func:`~autobuild_lib.core.training.train_predictor`, or the same predictor loaded from ``cache_dir``.
-
-    The cache key covers the architectures (``arch_keys``, one per graph), the labels, the
-    training config and the source of the model/training code, so a hit returns exactly the
-    weights a fresh training would produce.  Returns ``(result, info)``; ``info`` has
-    ``cached`` (bool), ``train_s`` (seconds of the original training) and ``path``.
-    """
-    y = np.asarray(y, dtype=np.float64)
-    if len(arch_keys) != len(table) or len(y) != len(table):
-        raise ValueError(f"{len(table)} graphs, {len(arch_keys)} arch keys and {len(y)} labels must agree")
-    key = _digest("autobuild-predictor", _CACHE_VERSION, list(arch_keys), y, asdict(config),
-                  _code_digest(_MODEL_CODE))
-    path = _cache_path(cache_dir, "predictor", key)
-    if path is not None and path.is_file():
-        try:
-            result, extra = load_result(path, table.schema)
-            if extra.get("key") == key:
-                return result, {"cached": True, "train_s": float(extra.get("train_s", np.nan)), "path": str(path)}
-        except (ValueError, RuntimeError, KeyError):
-            pass  # a damaged cache file is retrained and overwritten
-    t0 = time.perf_counter()
-    result = train_predictor(table, y, config, progress=progress)
-    train_s = time.perf_counter() - t0
-    if path is not None:
-        tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")  # unique: a cache filler may train at once
-        save_result(result, tmp, key=key, train_s=train_s)
-        tmp.replace(path)
-    return result, {"cached": False, "train_s": train_s, "path": str(path) if path else None}
-
-
-@dataclass
-class EquationBuild:
-    """One label equation's AutoBuild predictor, moments and module scores (see :func:`build_equation`)."""
-
-    equation: LabelEquation
-    run: AutoBuildRun
-    info: dict = field(default_factory=dict)
-
-    def top(self, k: int) -> list[list[OFAModule]]:
-        """The ranked top-``k`` modules of every unit (highest score first)."""
-        return top_k(self.run.scores, k, maximize=True)
-
-    def construct(self, space: OFASpace, k: int, resolution: int = 224) -> list[OFAArch]:
-        """The ``k ** n_units`` architectures of the reduced space (paper: K=3 -> 243)."""
-        return construct(space, self.top(k), resolution=resolution)
-
-
-def build_equation(ls: LabelledSet, equation: str | LabelEquation, config: TrainConfig | None = None,
-                   resolution: int = 224, cache_dir: str | Path | None = None,
-                   progress: bool = False) -> EquationBuild:
-    """Train AutoBuild on ``equation``'s labels, take the moments on the training split, score every module.
-
-    Same steps as :func:`~autobuild_lib.core.scoring.run_autobuild`, with the trained predictor
-    cached in ``cache_dir`` (None or "" disables the cache).  ``info`` holds ``cached``,
-    ``train_s`` (seconds of the training, also when loaded), ``score_s`` and the test metrics.
-    """
-    eq = equation if isinstance(equation, LabelEquation) else LabelEquation.parse(equation)
-    config = config or TrainConfig()
-    y = ls.labels(eq)
-    keys = [ls.space.to_string(a) for a in ls.archs]
-    result, info = train_cached(ls.graphs, y, keys, config, cache_dir, progress)
-    t0 = time.perf_counter()
-    hm = hop_moments(result.model, ls.graphs, result.train_idx)
-    lm = label_moments(ls.space, [ls.archs[i] for i in result.train_idx], y[result.train_idx])
-    scores = score_modules(result, ls.space, hm, lm, resolution)
-    info = {**info, "score_s": time.perf_counter() - t0, **result.metrics}
-    return EquationBuild(eq, AutoBuildRun(result, hm, lm, scores), info)
-
-
-# ----------------------------------------------------------------------------- predictors for new archs
-def _graph_table(space: OFASpace, archs: Sequence[OFAArch | str]) -> GraphTable:
-    graphs = []
-    for i, a in enumerate(archs):
-        try:
-            graphs.append(ofa_graph(space, space.from_string(a) if isinstance(a, str) else space.validate(a)))
-        except ValueError as exc:
-            raise ValueError(f"archs[{i}] is not a valid {space.name} architecture: {exc}") from None
-    return GraphTable(graphs, OFA_SCHEMA)
-
-
-def predict_archs(result: TrainResult, space: OFASpace, archs: Sequence[OFAArch | str]) -> np.ndarray:
-    """The predictor's output (label units) for architectures that need not be in any table."""
-    if len(archs) == 0:
-        return np.zeros(0)
-    pred, _ = predict(result, _graph_table(space, archs))
-    return np.asarray(pred, dtype=np.float64)
-
-
-def latency_predictor_cached(space: OFASpace, arch_keys: Sequence[str], latencies_ms: Sequence[float],
-                             cache_dir: str | Path | None = None, progress: bool = False, **kwargs):
-    """:func:`~autobuild_lib.core.latency.train_latency_predictor`, or the same predictor from ``cache_dir``.
-
-    ``kwargs`` go to the trainer (``epochs``, ``seed``, ...).  Returns ``(result, info)`` with
-    ``info["cached"]``; ``result.train_wall_s`` is the original training time.
-    """
-    from autobuild_lib.core.latency import load_latency_predictor, save_latency_predictor, train_latency_predictor
-
-    y = np.asarray(latencies_ms, dtype=np.float64)
-    key = _digest("latency-predictor", _CACHE_VERSION, space.name, list(arch_keys), y,
-                  sorted(kwargs.items()), _code_digest(_LATENCY_CODE))
-    path = _cache_path(cache_dir, "latency", key)
-    if path is not None and path.is_file() and path.with_suffix(".key").is_file() \
-            and path.with_suffix(".key").read_text() == key:
-        try:
-            return load_latency_predictor(path), {"cached": True, "path": str(path)}
-        except (ValueError, FileNotFoundError):
-            pass
-    result = train_latency_predictor(space, list(arch_keys), y, progress=progress, **kwargs)
-    if path is not None:
-        save_latency_predictor(result, path)
-        path.with_suffix(".key").write_text(key)
-    return result, {"cached": False, "path": str(path) if path else None}
-
-
-class LazyLatencyPredictor:
-    """A latency predictor that is trained (or loaded) only when first asked for a prediction.
-
-    When every latency a chapter needs is already measured or cached, no predictor is
-    trained at all.  ``archs -> ms``; :attr:`result` / :attr:`info` exist after the first call.
-    """
-
-    def __init__(self, space: OFASpace, arch_keys: Sequence[str], latencies_ms: Sequence[float],
-                 cache_dir: str | Path | None = None, **kwargs) -> None:
-        self.space, self.arch_keys, self.latencies_ms = space, list(arch_keys), list(latencies_ms)
-        self.cache_dir, self.kwargs = cache_dir, kwargs
-        self.result = None
-        self.info: dict = {}
-
-    def fit(self):
-        if self.result is None:
-            t0 = time.perf_counter()
-            self.result, self.info = latency_predictor_cached(self.space, self.arch_keys, self.latencies_ms,
-                                                              self.cache_dir, **self.kwargs)
-            self.info["load_or_train_s"] = time.perf_counter() - t0
-        return self.result
-
-    def __call__(self, archs: Sequence[OFAArch | str]) -> np.ndarray:
-        return self.fit().predict(archs)
-
 
 # ----------------------------------------------------------------------------- fronts
 def reference_point(frames: Sequence[pd.DataFrame], objectives: Sequence[tuple[str, bool]] = OBJECTIVES,
@@ -420,36 +236,6 @@ def hypervolume_summary(results: Mapping[tuple[str, int], SearchResult],
 
 
 # ----------------------------------------------------------------------------- evaluation cost
-def uncached_archs(evaluator, space: str, archs: Sequence[OFAArch | str], include_cache: bool = True) -> list[str]:
-    """Canonical strings of ``archs`` (distinct, input order) that ``evaluator`` would compute:
-    neither in the benchmark table nor in its SQLite cache in a form it accepts (a cached
-    row with predicted latency does not count when the evaluator measures latency).
-    ``include_cache=False`` ignores the cache: what an empty cache would have to compute."""
-    from autobuild_lib.benchmarks.pipeline.manifest import sha256_file
-    from autobuild_lib.benchmarks.miniofa.supernet import space_of
-
-    sp = space_of(space)
-    keys = list(dict.fromkeys(sp.to_string(a if isinstance(a, OFAArch) else sp.from_string(a)) for a in archs))
-    known: set[str] = set()
-    table = Path(evaluator.root) / f"{space}.csv"
-    if evaluator.use_table and table.is_file():
-        known |= set(pd.read_csv(table, usecols=["arch"])["arch"])
-    rest = [k for k in keys if k not in known]
-    if include_cache and rest and Path(evaluator.cache_path).is_file():
-        sha = sha256_file(evaluator.weights(space))
-        con = sqlite3.connect(f"file:{evaluator.cache_path}?mode=ro", uri=True)
-        try:
-            cached = {a: src for a, src in con.execute(
-                "SELECT arch, latency_source FROM evaluations WHERE space=? AND weights_sha256=?", (space, sha))}
-        except sqlite3.OperationalError:  # an empty cache file without the table
-            cached = {}
-        finally:
-            con.close()
-        ok = {a for a, src in cached.items() if src == "measured" or evaluator.latency != "measure"}
-        known |= ok
-    return [k for k in keys if k not in known]
-
-
 def seconds_per_new_arch(root: str | Path, space: str,
                          stages: Sequence[str] = ("static", "latency", "acc")) -> float | None:
     """Single-core seconds one new architecture cost when the benchmark was generated, summed over
@@ -688,51 +474,3 @@ def fill_chapter05_cache(space: str, cache: str | Path | None = None, progress: 
     keys = chapter05_archs(space, **kwargs)
     ev = study.evaluator("mini-ofa", cache=cache)
     return ev.evaluate_many(space, keys, progress=progress)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m autobuild_lib.study.construction --space mbv3 pn [--list | --count | --fill]``."""
-    import argparse
-    import sys
-
-    from autobuild_lib.study import data as study
-
-    ap = argparse.ArgumentParser(prog="python -m autobuild_lib.study.construction",
-                                 description="The architectures chapter 05 evaluates: list them, count what the "
-                                             "evaluation cache lacks, or fill the cache.")
-    ap.add_argument("--space", nargs="+", default=["mbv3", "pn"], choices=["mbv3", "pn"])
-    ap.add_argument("--profile", default="full", choices=PROFILES)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--k", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--equation", action="append", dest="equations",
-                    help=f"label equation (repeat; default: {list(CHAPTER05_EQUATIONS)})")
-    ap.add_argument("--predictor-cache", default=DEFAULT_PREDICTOR_CACHE)
-    ap.add_argument("--cache", default=None, help="evaluation cache (default: <mini-ofa dir>/evaluations.sqlite)")
-    what = ap.add_mutually_exclusive_group()
-    what.add_argument("--list", action="store_true", help="print one canonical architecture string per line")
-    what.add_argument("--count", action="store_true", help="print counts as JSON (default)")
-    what.add_argument("--fill", action="store_true", help="evaluate every architecture not cached yet")
-    args = ap.parse_args(argv)
-    kw = {"profile": args.profile, "seed": args.seed, "k": args.k, "epochs": args.epochs,
-          "equations": args.equations or CHAPTER05_EQUATIONS, "predictor_cache": args.predictor_cache}
-    for space in args.space:
-        if args.fill:
-            out = fill_chapter05_cache(space, cache=args.cache, **kw)
-            print(json.dumps({"space": space, "archs": len(out), **out["source"].value_counts().to_dict()}))
-            continue
-        keys = chapter05_archs(space, **kw)
-        if args.list:
-            sys.stdout.write("".join(f"{space}\t{k}\n" for k in keys))
-            continue
-        ev = study.evaluator("mini-ofa", cache=args.cache)
-        todo = uncached_archs(ev, space, keys)
-        never = uncached_archs(ev, space, keys, include_cache=False)
-        print(json.dumps({"space": space, "digest": archs_digest(keys), "distinct archs": len(keys),
-                          "in benchmark table": len(keys) - len(never),
-                          "cached": len(never) - len(todo), "to compute": len(todo)}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autobuild_lib.benchmarks.pipeline.missing import DataMissing
 from autobuild_lib.benchmarks.labelled import LabelledSet, from_frame
 from autobuild_lib.benchmarks.released import (IR_CACHE, OFA_CACHE_SPACES, find_released, load_ofa_cache, missing_message)
 
@@ -30,10 +31,6 @@ __all__ = ["DATASETS", "DataMissing", "mini_ofa_dir", "resolve_data_dir", "requi
 DATASETS = ("mini-ofa", "autobuild-release")
 _RELEASED_OFA = {space: name for name, space in OFA_CACHE_SPACES.items() if "pan_seg" not in name}
 _RELEASED_PAN = {space: name for name, space in OFA_CACHE_SPACES.items() if "pan_seg" in name}
-
-
-class DataMissing(FileNotFoundError):
-    """Files a chapter needs are not there; the message says which and how to get them."""
 
 
 def mini_ofa_dir() -> Path:

@@ -9,7 +9,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from autobuild_lib.study.book import execute_notebook, list_notebooks
+from autobuild_lib.study.book import HIDE, execute_notebook, list_notebooks, present
 from autobuild_lib.study.config import load_study_config, notebook_parameters
 from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR
 
@@ -93,6 +93,7 @@ def executed(tmp_path_factory):
     for nb in NOTEBOOKS:
         params, _ = execute_notebook(nb, out / nb.name, progress=False, profile="smoke")
         assert params["profile"] == "smoke"
+        present(out / nb.name)   # as the book runner does: code behind a toggle
     return out
 
 
@@ -184,7 +185,9 @@ def test_panoptic_chapter_stops_clearly_without_its_data(tmp_path, monkeypatch):
 def test_verdict_page_collects_every_chapters_claims(executed):
     from autobuild_lib.study.claims import load_claims
 
-    recording = {nb.stem for nb in NOTEBOOKS if "record_claims" in nb.read_text()}
+    study_dir = NOTEBOOK_DIR.parent / "autobuild_lib" / "study"
+    recording = {nb.stem for nb in NOTEBOOKS
+                 if "record_claims" in (study_dir / f"chapter{nb.stem[:2]}.py").read_text()}
     assert len(recording) >= 6, recording
     got = load_claims(executed / "claims")
     assert set(got["chapter"]) == recording and (got["verdict"] != "").all()
@@ -210,6 +213,9 @@ def test_book_renders(executed, tmp_path, mini_panoptic_data):
     for nb in NOTEBOOKS:
         html = (book / "_build" / "html" / "chapters" / f"{nb.stem}.html").read_text()
         assert "<img" in html, f"{nb.stem}: no figure in the rendered page"
+        n_code = sum(c.cell_type == "code" for c in nbformat.read(executed / nb.name, 4).cells)
+        assert html.count('class="cell tag_hide-input') == n_code, f"{nb.stem}: code not behind the toggle"
+        assert "Show code cell source" in html and "papermill-error" not in html
 
 
 def test_config_overrides(tmp_path):
@@ -242,12 +248,16 @@ def test_build_keeps_a_data_missing_page_and_stops_on_other_errors(tmp_path):
     src = tmp_path / "nbs"
     src.mkdir()
     _tiny_notebook(src / "01_needs_data.ipynb",
-                   "from autobuild_lib.study import DataMissing\nraise DataMissing('missing mbv3.csv: run generate')")
+                   "from autobuild_lib.study.data import DataMissing\nraise DataMissing('missing mbv3.csv: run generate')")
     _tiny_notebook(src / "02_fine.ipynb", "print(profile)")
     log = build_book(profile="smoke", render=False, out_dir=tmp_path / "out", notebook_dir=src)
     assert [r["status"] for r in log] == ["data missing", "ok"]
     page = nbformat.read(tmp_path / "out" / "01_needs_data.ipynb", 4)
-    assert any("missing mbv3.csv" in str(o) for c in page.cells for o in c.get("outputs", []))
+    prose = [c.source for c in page.cells if c.cell_type == "markdown"]
+    assert any("could not run here" in t and "missing mbv3.csv" in t for t in prose)   # said in prose ...
+    assert not any(o.get("output_type") == "error" for c in page.cells for o in c.get("outputs", []))
+    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in page.cells)  # ... no banner
+    assert all(HIDE in c.metadata["tags"] for c in page.cells if c.cell_type == "code")
     _tiny_notebook(src / "03_broken.ipynb", "raise ValueError('a real bug')")
     with pytest.raises(pm.PapermillExecutionError, match="a real bug"):
         build_book(profile="smoke", render=False, out_dir=tmp_path / "out", notebook_dir=src, only=["03_broken"])

@@ -130,7 +130,9 @@ def test_archs_digest_depends_on_order():
     assert len(C.archs_digest(["a"])) == 12
 
 
-def test_main_lists_what_chapter05_evaluates(monkeypatch, capsys):
+def test_cli_chapter05_lists_what_chapter05_evaluates(monkeypatch, capsys):
+    from autobuild_lib.cli import main
+
     seen = {}
 
     def fake(space, **kw):
@@ -138,7 +140,7 @@ def test_main_lists_what_chapter05_evaluates(monkeypatch, capsys):
         return [f"{space}-x", f"{space}-y"]
 
     monkeypatch.setattr(C, "chapter05_archs", fake)
-    assert C.main(["--space", "mbv3", "pn", "--list", "--profile", "smoke", "--seed", "4"]) == 0
+    assert main(["chapter05", "--space", "mbv3", "pn", "--list", "--profile", "smoke", "--seed", "4"]) == 0
     assert capsys.readouterr().out.splitlines() == ["mbv3\tmbv3-x", "mbv3\tmbv3-y", "pn\tpn-x", "pn\tpn-y"]
     assert seen["pn"]["profile"] == "smoke" and seen["pn"]["seed"] == 4
     assert seen["pn"]["equations"] == C.CHAPTER05_EQUATIONS
@@ -186,7 +188,7 @@ def test_uncached_archs_reads_table_and_cache(tmp_path):
     keys = [sp.to_string(a) for a in sample_archs(sp, 5, seed=1)]
     root = _evaluator_root(tmp_path, keys[:1])
     ev = Evaluator(root, cache=tmp_path / "c.sqlite")
-    assert C.uncached_archs(ev, "mbv3", keys + keys[:2]) == keys[1:]  # distinct, order kept, table known
+    assert ev.uncached("mbv3", keys + keys[:2]) == keys[1:]  # distinct, order kept, table known
     from autobuild_lib.benchmarks.pipeline.manifest import sha256_file
 
     sha = sha256_file(root / "supernet-mbv3.pt")
@@ -195,10 +197,10 @@ def test_uncached_archs_reads_table_and_cache(tmp_path):
         con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,1,1,'predicted')", ("mbv3", keys[2], sha))
         con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,1,1,'measured')", ("mbv3", keys[3], "other"))
     # measured-latency evaluator: a predicted row and a row of other weights do not count
-    assert C.uncached_archs(ev, "mbv3", keys) == [keys[2], keys[3], keys[4]]
-    assert C.uncached_archs(ev, "mbv3", keys, include_cache=False) == keys[1:]
+    assert ev.uncached("mbv3", keys) == [keys[2], keys[3], keys[4]]
+    assert ev.uncached("mbv3", keys, include_cache=False) == keys[1:]
     ev_pred = Evaluator(root, cache=tmp_path / "c.sqlite", latency="predict", latency_predictors={"mbv3": len})
-    assert C.uncached_archs(ev_pred, "mbv3", keys) == [keys[3], keys[4]]
+    assert ev_pred.uncached("mbv3", keys) == [keys[3], keys[4]]
     # the evaluator agrees: a cached row comes back as a cache hit without computing anything
     row = ev.evaluate("mbv3", keys[1])
     assert row["source"] == "cache" and row["latency_source"] == "measured"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autobuild_lib.benchmarks.miniofa.generate import ARCH_SEED, MINI_OFA_DIR, STAGES, regenerate_command
+from autobuild_lib.benchmarks.miniofa.constants import ARCH_SEED, MINI_OFA_DIR, STAGES, regenerate_command
 
 __all__ = ["write_card"]
 
@@ -89,7 +89,7 @@ def _reliability(root: Path) -> str:
 def _progress(root: Path) -> str:
     """Finished work units per stage and space, and statistics of the finished labels."""
     from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
-    from autobuild_lib.benchmarks.miniofa.generate import UNIT_COLUMNS
+    from autobuild_lib.benchmarks.miniofa.constants import UNIT_COLUMNS
 
     lines = ["| space | " + " | ".join(UNIT_COLUMNS) + " |", "|---|" + "---|" * len(UNIT_COLUMNS)]
     stats = []

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from autobuild_lib.benchmarks.miniofa.generate import LABEL_COLUMNS, load_mini_ofa
+from autobuild_lib.benchmarks.miniofa.constants import LABEL_COLUMNS, load_mini_ofa
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
 
 __all__ = ["run_checks", "reevaluate"]
@@ -67,7 +67,7 @@ def _partial_frame(space: str, root: Path):
     import pandas as pd
 
     from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
-    from autobuild_lib.benchmarks.miniofa.generate import benchmark_archs
+    from autobuild_lib.benchmarks.miniofa.constants import benchmark_archs
 
     sp = space_of(space)
     static = ShardStore(root / "work" / space / "static").rows()

@@ -24,7 +24,7 @@ import pandas as pd
 
 from autobuild_lib.benchmarks.pipeline.manifest import sha256_file
 from autobuild_lib.core.spaces.ofa import OFAArch
-from autobuild_lib.benchmarks.miniofa.generate import LABEL_COLUMNS, MINI_OFA_DIR
+from autobuild_lib.benchmarks.miniofa.constants import LABEL_COLUMNS, MINI_OFA_DIR
 from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, static_unit
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
 
@@ -89,6 +89,28 @@ class Evaluator:
     def evaluate(self, space: str, arch: OFAArch | str) -> dict:
         """Labels of one architecture (see :meth:`evaluate_many`)."""
         return self.evaluate_many(space, [arch], progress=False).iloc[0].to_dict()
+
+    def uncached(self, space: str, archs: Sequence[OFAArch | str], include_cache: bool = True) -> list[str]:
+        """Canonical strings of ``archs`` (distinct, input order) that :meth:`evaluate_many` would
+        compute: neither in the benchmark table nor in the SQLite cache in a form it accepts (a cached
+        row with predicted latency does not count when latency is measured).  ``include_cache=False``
+        ignores the cache: what an empty cache would have to compute."""
+        sp = space_of(space)
+        keys = list(dict.fromkeys(sp.to_string(a if isinstance(a, OFAArch) else sp.from_string(a)) for a in archs))
+        table = self._table(space)
+        known = set(table.index) if table is not None else set()
+        rest = [k for k in keys if k not in known]
+        if include_cache and rest and self.cache_path.is_file():
+            con = sqlite3.connect(f"file:{self.cache_path}?mode=ro", uri=True)
+            try:
+                cached = dict(con.execute("SELECT arch, latency_source FROM evaluations WHERE space=? AND "
+                                          "weights_sha256=?", (space, self._sha(space))))
+            except sqlite3.OperationalError:  # an empty cache file without the table
+                cached = {}
+            finally:
+                con.close()
+            known |= {a for a, src in cached.items() if src == "measured" or self.latency != "measure"}
+        return [k for k in keys if k not in known]
 
     def evaluate_many(self, space: str, archs: Sequence[OFAArch | str], progress: bool = True) -> pd.DataFrame:
         """One row per architecture (input order): ``arch``, the label columns, ``latency_source``

@@ -33,34 +33,27 @@ layer, then resolution).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import functools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from autobuild_lib.benchmarks.pipeline.manifest import verify_file, write_manifest
-from autobuild_lib.paths import DATA_DIR, REPO_ROOT
-from autobuild_lib.core.spaces.ofa import OFAArch
+from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
 from autobuild_lib.benchmarks.miniofa.supernet import SupernetConfig, Trainer, build_data, space_of
+from autobuild_lib.benchmarks.miniofa.constants import (ARCH_SEED, LABEL_COLUMNS, MINI_OFA_DIR, STAGES,
+                                                        UNIT_COLUMNS, WORK_CACHE, benchmark_archs,
+                                                        load_mini_ofa, regenerate_command)
+from autobuild_lib.benchmarks.pipeline.stages import log_run, now_utc
 
 __all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
            "generate", "load_mini_ofa", "regenerate_command"]
-
-MINI_OFA_DIR = DATA_DIR / "mini-ofa"
-WORK_CACHE = REPO_ROOT / ".cache" / "miniofa"
-ARCH_SEED = 1
-STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "latency_model", "merge", "checks")
-UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",),
-                "acc": ("acc", "acc_a", "acc_b", "ce", "flops_mini")}
-LABEL_COLUMNS = ("acc", "acc_a", "acc_b", "ce", "flops", "n_params", "latency_cpu", "flops_mini")
 
 #: Supernet designs tried for label reliability (table in data/mini-ofa/PILOT.md).  A design with
 #: ``train_as`` reuses that design's trained weights and changes only :data:`EVAL_FIELDS`.
@@ -73,10 +66,6 @@ FINAL_DESIGN = "C"  # accepted in issue 20 (split-half SRCC 0.945 MBv3 / 0.885 P
 #: Fields that only choose the evaluation images: prefixes of the held-out train pool and of the
 #: test split, never training or calibration images, so changing them needs no retraining.
 EVAL_FIELDS = ("n_heldout", "n_test")
-
-
-def regenerate_command(space: str) -> str:
-    return f"python -m autobuild_lib generate mini-ofa --space {space}"
 
 
 def design_config(space: str, design: str | SupernetConfig = FINAL_DESIGN) -> SupernetConfig:
@@ -109,56 +98,8 @@ def training_config(space: str, design: str | SupernetConfig = FINAL_DESIGN) -> 
     return train
 
 
-def benchmark_archs(space: str, n: int = 3000, seed: int = ARCH_SEED) -> list[OFAArch]:
-    """The ``n`` distinct benchmark architectures of ``space`` in sample order."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    sp = space_of(space)
-    out, seen, i = [], set(), 0
-    while len(out) < n:
-        a = sp.sample(np.random.default_rng([seed, i]))
-        i += 1
-        key = sp.to_string(a)
-        if key not in seen:
-            seen.add(key)
-            out.append(a)
-    return out
-
-
 def _manifest(root: Path) -> None:
     write_manifest(root, exclude=(".partial-", "evaluations.sqlite"))
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _log_run(root: Path, record: dict) -> None:
-    """Append one record to ``runs.jsonl`` (rewritten atomically)."""
-    path = root / "runs.jsonl"
-    old = path.read_text() if path.exists() else ""
-    tmp = root / f".partial-runs.jsonl.{os.getpid()}"
-    tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
-               n_jobs: int, write_card: Callable[[Path], object]) -> dict:
-    """Run the requested ``stages`` in ``order`` (``runners[stage]()`` returns its report), each timed
-    and logged to ``runs.jsonl`` unless it was skipped; after each, rewrite the data card and the
-    manifest.  Returns the reports by stage."""
-    report = {}
-    for stage in [s for s in order if s in stages]:
-        t0, started = time.perf_counter(), _now()
-        rep = runners[stage]()
-        rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
-                   n_jobs=n_jobs, machine=machine_info())
-        if not rep.get("skipped"):
-            _log_run(root, rep)
-        write_card(root)
-        write_manifest(root, exclude=(".partial-",))
-        report[stage] = rep
-    return report
 
 
 def _train_supernet(space: str, root: Path, design: str | SupernetConfig, work_dir: Path,
@@ -286,7 +227,7 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
     keys = [sp.to_string(a) for a in benchmark_archs(space, n)]
     report = {}
     for stage in [s for s in STAGES if s in stages]:
-        t0, started = time.perf_counter(), _now()
+        t0, started = time.perf_counter(), now_utc()
         if stage == "supernet":
             rep = _train_supernet(space, root, design, Path(work_dir), time_budget_s, progress)
         elif stage in UNIT_COLUMNS:
@@ -317,24 +258,10 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
                    started_utc=started, wall_s=round(wall, 2),
                    n_jobs=n_jobs, machine=machine_info())
         if not rep.get("skipped"):
-            _log_run(root, rep)
+            log_run(root, rep)
         from autobuild_lib.benchmarks.miniofa.card import write_card
 
         write_card(root)
         _manifest(root)
         report[stage] = rep
     return report
-
-
-def load_mini_ofa(space: str, root: str | Path = MINI_OFA_DIR, verify: bool = True) -> pd.DataFrame:
-    """The benchmark table of ``space`` (``arch`` + label columns), checked against the manifest."""
-    if space not in ("mbv3", "pn"):
-        raise ValueError(f"unknown Mini-OFA space {space!r}; choose 'mbv3' or 'pn'")
-    root = Path(root)
-    path = root / f"{space}.csv"
-    if verify:
-        verify_file(path, root, regenerate_command(space))
-    from autobuild_lib.benchmarks.labelled import read_table
-
-    return read_table(path)
-

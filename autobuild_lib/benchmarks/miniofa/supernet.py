@@ -52,7 +52,6 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autobuild_lib.benchmarks.minisd.generate import ARCH_SEED, CONFIG, MINI_SD_DIR, N_LABELS, N_RELIABILITY, STAGES
+from autobuild_lib.benchmarks.minisd.constants import ARCH_SEED, CONFIG, MINI_SD_DIR, N_LABELS, N_RELIABILITY, STAGES
 
 __all__ = ["write_card"]
 

@@ -14,7 +14,8 @@ import pandas as pd
 
 from autobuild_lib.benchmarks.pipeline.manifest import verify_file
 from autobuild_lib.benchmarks.minisd.card import REGENERATE
-from autobuild_lib.benchmarks.minisd.generate import MINI_SD_DIR
+from autobuild_lib.benchmarks.minisd.constants import MINI_SD_DIR
+from autobuild_lib.benchmarks.pipeline.missing import DataMissing
 
 __all__ = ["MiniSD", "MiniSDHW", "mini_sd_dir", "load_mini_sd", "load_mini_sd_hw", "SD_FILES", "CONSTRUCTION_FILES",
            "HW_FILES"]
@@ -45,9 +46,8 @@ class MiniSD:
 
 
 def load_mini_sd(root: str | Path | None = None, verify: bool = True) -> MiniSD:
-    """Every file of the Sec. 5.3 experiment; raises :class:`~autobuild_lib.study.data.DataMissing`
+    """Every file of the Sec. 5.3 experiment; raises :class:`~autobuild_lib.benchmarks.pipeline.missing.DataMissing`
     naming the missing files and how to get them."""
-    from autobuild_lib.study.data import DataMissing
 
     root = Path(root) if root is not None else mini_sd_dir()
     names = SD_FILES + CONSTRUCTION_FILES
@@ -84,8 +84,7 @@ class MiniSDHW:
 
 def load_mini_sd_hw(root: str | Path | None = None, verify: bool = True) -> MiniSDHW:
     """Every file of the Sec. 7.10 experiment (latency of the 90 from the joint measurement with
-    the constructed archs); raises :class:`~autobuild_lib.study.data.DataMissing` when incomplete."""
-    from autobuild_lib.study.data import DataMissing
+    the constructed archs); raises :class:`~autobuild_lib.benchmarks.pipeline.missing.DataMissing` when incomplete."""
 
     root = Path(root) if root is not None else mini_sd_dir()
     missing = [n for n in HW_FILES if not (root / n).is_file()]

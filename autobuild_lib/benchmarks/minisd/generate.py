@@ -47,8 +47,8 @@ import pandas as pd
 import torch
 
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
-from autobuild_lib.benchmarks.miniofa.generate import run_stages
-from autobuild_lib.paths import DATA_DIR, REPO_ROOT
+from autobuild_lib.benchmarks.pipeline.stages import run_stages
+from autobuild_lib.benchmarks.minisd.constants import (ARCH_SEED, CKPT_EVERY, CONFIG, HW_FT_FACTOR, HW_METHODS, HW_METRICS, LABEL_SEED, LATENCY_REPEATS, LATENCY_ROUNDS, MINI_SD_DIR, N_LABELS, N_RELIABILITY, SECOND_SEED, STAGES, WORK_CACHE)
 from autobuild_lib.core.spaces import get_space
 from autobuild_lib.core.spaces.sd import SDArch
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
@@ -58,24 +58,6 @@ from autobuild_lib.benchmarks.minisd.train import label_variant, train_unet
 from autobuild_lib.benchmarks.minisd.unet import MiniUNet
 
 __all__ = ["MINI_SD_DIR", "CONFIG", "STAGES", "N_LABELS", "N_RELIABILITY", "benchmark_archs", "generate"]
-
-MINI_SD_DIR = DATA_DIR / "mini-sd"
-WORK_CACHE = REPO_ROOT / ".cache" / "minisd"
-CONFIG = MiniSDConfig()
-STAGES = ("classifier", "base", "reliability", "labels", "constructions", "hw_labels", "hw_latency",
-          "hw_constructions")
-#: Sec. 7.10 fine-tunes 30k steps against Sec. 7.9's 20k: the hardware space gets 1.5x the budget.
-HW_FT_FACTOR = 1.5
-HW_METRICS = ("latency_cpu", "flops", "n_params")
-HW_METHODS = ("autobuild", "unconstrained", "es")
-LATENCY_ROUNDS, LATENCY_REPEATS = 7, 15
-ARCH_SEED = 7
-N_LABELS = {"sd": 68, "sd-hw": 90}
-N_RELIABILITY = 10
-LABEL_SEED = 0
-SECOND_SEED = 1
-CKPT_EVERY = 100
-
 
 def benchmark_archs(space: str, n: int, seed: int = ARCH_SEED) -> list[SDArch]:
     """The base architecture, then distinct seeded samples, ``n`` in all."""

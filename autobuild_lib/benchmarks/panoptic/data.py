@@ -17,7 +17,8 @@ import pandas as pd
 
 from autobuild_lib.benchmarks.pipeline.manifest import verify_file
 from autobuild_lib.benchmarks.panoptic.card import REGENERATE
-from autobuild_lib.benchmarks.panoptic.generate import MINI_PANOPTIC_DIR
+from autobuild_lib.benchmarks.panoptic.constants import MINI_PANOPTIC_DIR
+from autobuild_lib.benchmarks.pipeline.missing import DataMissing
 
 __all__ = ["MiniPanoptic", "FILES", "LABEL_FILES", "OPTIONAL_FILES", "STAGE_OF", "mini_panoptic_dir", "load_mini_panoptic",
            "load_panoptic_model", "sample_mosaics"]
@@ -74,7 +75,6 @@ def _root(root: str | Path | None) -> Path:
 
 
 def _require(root: Path, names: tuple[str, ...]) -> None:
-    from autobuild_lib.study.data import DataMissing
 
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
@@ -87,7 +87,7 @@ def _require(root: Path, names: tuple[str, ...]) -> None:
 
 def load_mini_panoptic(root: str | Path | None = None, verify: bool = True,
                        require_labels: bool = True) -> MiniPanoptic:
-    """Every table of the Sec. 5.2 experiment; raises :class:`~autobuild_lib.study.data.DataMissing`
+    """Every table of the Sec. 5.2 experiment; raises :class:`~autobuild_lib.benchmarks.pipeline.missing.DataMissing`
     naming the missing files and how to get them, and ``ValueError`` when a file does not match
     the manifest.  With ``require_labels=False`` the label tables (:data:`LABEL_FILES`) may be
     absent -- as long as the reliability check has not met its bar -- and are then ``None``."""

@@ -47,32 +47,14 @@ import pandas as pd
 import torch
 
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
-from autobuild_lib.benchmarks.miniofa.generate import run_stages
+from autobuild_lib.benchmarks.pipeline.stages import run_stages
+from autobuild_lib.benchmarks.panoptic.constants import (ARCH_SEED, BACKBONE, CONFIG, EQUATIONS, K, MINI_PANOPTIC_DIR, NOISE_SIZES, N_FULL, N_NOISE, N_PSEUDO, N_RELIABILITY, PREDICTOR_EPOCHS, RELIABILITY_SEED, STAGES, WORK_CACHE)
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
-from autobuild_lib.paths import DATA_DIR, REPO_ROOT
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 from autobuild_lib.benchmarks.panoptic.train import (PanopticConfig, build_data, build_model, full_label, pseudo_label, sample_archs, train_supernet)
 
 __all__ = ["MINI_PANOPTIC_DIR", "BACKBONE", "CONFIG", "STAGES", "EQUATIONS", "N_PSEUDO", "N_FULL", "K",
            "benchmark_archs", "generate"]
-
-MINI_PANOPTIC_DIR = DATA_DIR / "mini-panoptic"
-BACKBONE = DATA_DIR / "mini-ofa" / "pilots" / "C-mbv3" / "supernet.pt"
-WORK_CACHE = REPO_ROOT / ".cache" / "panoptic"
-CONFIG = PanopticConfig()
-STAGES = ("supernet", "reliability", "noise", "pseudo", "full", "constructions")
-N_NOISE = 4000
-NOISE_SIZES = (500, 1000, 2000, 4000)
-#: the paper's MBv3 panoptic label equations (PQ in %, FLOPs in MFLOPs of the mini model)
-EQUATIONS = ("PQ/log10(flops)", "sqrt(PQ) - sqrt(flops)")
-N_PSEUDO = 1300
-N_FULL = 100
-N_RELIABILITY = 40
-K = 2
-ARCH_SEED = 11
-RELIABILITY_SEED = 12
-PREDICTOR_EPOCHS = 300
-
 
 def benchmark_archs(n: int = N_PSEUDO, seed: int = ARCH_SEED) -> list[str]:
     """Canonical strings of the ``n`` benchmark architectures (fixed order)."""
@@ -234,7 +216,7 @@ def labelled_set(root: str | Path = MINI_PANOPTIC_DIR):
 
 def _constructions(root: Path, cfg: PanopticConfig, n_jobs: int, progress: bool,
                    epochs: int | None = None, k: int | None = None) -> dict:
-    from autobuild_lib.study.construction import build_equation
+    from autobuild_lib.core.build import build_equation
     from autobuild_lib.core.training import TrainConfig
 
     out_path = root / "constructed.csv"
