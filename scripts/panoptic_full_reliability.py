@@ -17,8 +17,8 @@ from joblib import Parallel, delayed
 
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
 from autobuild_lib.benchmarks.panoptic import generate as gen
-from autobuild_lib.benchmarks.panoptic.reliability import label_from_stats, spearman_brown_size, split_half_curve
 from autobuild_lib.benchmarks.panoptic.mosaics import make_mosaics
+from autobuild_lib.benchmarks.panoptic.reliability import label_from_stats, spearman_brown_size, split_half_curve
 from autobuild_lib.benchmarks.panoptic.train import finetune_subnet
 
 

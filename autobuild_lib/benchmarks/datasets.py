@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from autobuild_lib.paths import DATA_DIR
 from autobuild_lib.benchmarks.released import OFA_CACHE_SPACES, find_released, load_ofa_cache
+from autobuild_lib.paths import DATA_DIR
 
 
 def _stats(frame: pd.DataFrame) -> dict:

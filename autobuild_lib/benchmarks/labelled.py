@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from autobuild_lib.benchmarks.released import load_ofa_cache
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
-from autobuild_lib.benchmarks.released import load_ofa_cache
 from autobuild_lib.core.spaces import OFAArch, OFASpace, get_space
 
 

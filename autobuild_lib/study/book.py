@@ -26,9 +26,9 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
+from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR, STUDY_CONFIG
 from autobuild_lib.study.claims import CLAIMS_ENV
 from autobuild_lib.study.config import load_study_config, notebook_parameters
-from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR, STUDY_CONFIG
 
 KERNEL = "autobuild"
 

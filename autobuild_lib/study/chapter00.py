@@ -1,4 +1,5 @@
 """Chapter 00_overview: the computations behind the notebook's cells, in its order."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -18,9 +19,14 @@ def random_architecture(n_samples, seed):
         for _ in range(n_samples):
             a = sp.sample(rng)
             layers = [l for st in a.stages for l in st]
-            records.append({"space": name, "total depth": len(layers),
-                            "mean kernel": np.mean([k for k, _ in layers]),
-                            "resolution": a.resolution})
+            records.append(
+                {
+                    "space": name,
+                    "total depth": len(layers),
+                    "mean kernel": np.mean([k for k, _ in layers]),
+                    "resolution": a.resolution,
+                }
+            )
     df = pd.DataFrame(records)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     sns.histplot(df, x="total depth", hue="space", discrete=True, multiple="dodge", ax=axes[0])

@@ -1,4 +1,5 @@
 """Chapter 07_panoptic: the computations behind the notebook's cells, in its order."""
+
 from __future__ import annotations
 
 import time
@@ -38,40 +39,49 @@ def prepare(data_dir, dataset, equations, panoptic_dir, profile, seed):
         equations = [equations]
     if not isinstance(equations, (list, tuple)) or not equations:
         raise ValueError(f"equations must be a non-empty list of label-equation strings, got {equations!r}")
-    eqs = [LabelEquation.parse(e) for e in equations]       # raises ValueError naming what is not allowed
+    eqs = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
     bad = [e.text for e in eqs if not set(e.metrics) <= {"PQ", "flops"}]
     if bad:
         raise ValueError(f"equations may use only PQ (%) and flops (MFLOPs) here; not: {bad}")
     own = dataset in OWN
-    n_show = 2 if profile == "smoke" else 6      # sample mosaics shown with predictions
+    n_show = 2 if profile == "smoke" else 6  # sample mosaics shown with predictions
     n_boot = 200 if profile == "smoke" else 2000  # bootstrap resamples of the pseudo-vs-full SRCC
     smoke = " [smoke run: not evidence]" if profile == "smoke" else ""
 
     if own:
-        d = pdata.load_mini_panoptic(study.resolve_data_dir(panoptic_dir) if panoptic_dir else pdata.mini_panoptic_dir(),
-                                     require_labels=False)
+        d = pdata.load_mini_panoptic(
+            study.resolve_data_dir(panoptic_dir) if panoptic_dir else pdata.mini_panoptic_dir(), require_labels=False
+        )
         labelled = d.labelled
         eq_texts = [e.text for e in eqs]
         pseudo, full, con = d.pseudo, d.full, None
-        NO_LABELS = (f"(no labels in {d.root}: the pseudo stage labels only after the reliability check meets its "
-                     f"bar; split-half SRCC {d.reliability['srcc_halves']:.3f} < {d.reliability['bar']}, "
-                     "see data/mini-panoptic/PILOT.md)")
+        NO_LABELS = (
+            f"(no labels in {d.root}: the pseudo stage labels only after the reliability check meets its "
+            f"bar; split-half SRCC {d.reliability['srcc_halves']:.3f} < {d.reliability['bar']}, "
+            "see data/mini-panoptic/PILOT.md)"
+        )
         if labelled:
             built = list(d.construction["equations"])
             unknown = [e for e in eq_texts if e not in built]
             if unknown:
-                raise ValueError(f"equations {unknown} were not built in {d.root}; built: {built} "
-                                 "(the constructions stage builds autobuild_lib.benchmarks.panoptic.generate.EQUATIONS)")
+                raise ValueError(
+                    f"equations {unknown} were not built in {d.root}; built: {built} "
+                    "(the constructions stage builds autobuild_lib.benchmarks.panoptic.generate.EQUATIONS)"
+                )
             con = d.constructed[d.constructed["equation"].isin(eq_texts)].reset_index(drop=True)
-            print(f"profile={profile}  dataset={dataset}  benchmark: {d.root}\n{len(pseudo)} pseudo-labelled, "
-                  f"{len(full)} fully fine-tuned, {len(con)} constructed architectures ({', '.join(eq_texts)})")
+            print(
+                f"profile={profile}  dataset={dataset}  benchmark: {d.root}\n{len(pseudo)} pseudo-labelled, "
+                f"{len(full)} fully fine-tuned, {len(con)} constructed architectures ({', '.join(eq_texts)})"
+            )
         else:
             print(f"profile={profile}  dataset={dataset}  benchmark: {d.root}\n{NO_LABELS}")
     else:
         rel_dir = data_dir if data_dir is not None else load_study_config().get("data_dir", "data/released")
         study.require("autobuild-release", rel_dir, spaces=["mbv3"], panoptic=True)
         released = study.load_set("autobuild-release", "mbv3", rel_dir, panoptic=True).frame
-        print(f"profile={profile}  dataset={dataset}: {len(released)} architectures in the authors' MBv3 panoptic cache")
+        print(
+            f"profile={profile}  dataset={dataset}: {len(released)} architectures in the authors' MBv3 panoptic cache"
+        )
     return NO_LABELS, con, d, eq_texts, eqs, full, labelled, n_boot, n_show, own, pseudo, released, smoke
 
 
@@ -91,21 +101,33 @@ def released_labels(own, released):
         rel_hv = pareto.hypervolume(rel_front[["flops_pan_seg", "pan_seg_PQ"]].to_numpy(float), rel_ref, [False, True])
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         ax.scatter(rf["flops_pan_seg"], rf["pan_seg_PQ"], s=10, c="0.6", label=f"released archs ({len(rf)})")
-        ax.step(rel_front["flops_pan_seg"], rel_front["pan_seg_PQ"], where="post", c="k", lw=1.5,
-                label=f"Pareto front ({len(rel_front)})")
-        ax.set(xlabel="FLOPs (flops_pan_seg, as released)", ylabel="PQ (pan_seg_PQ, as released)",
-               title="the authors' MBv3 panoptic labels")
+        ax.step(
+            rel_front["flops_pan_seg"],
+            rel_front["pan_seg_PQ"],
+            where="post",
+            c="k",
+            lw=1.5,
+            label=f"Pareto front ({len(rel_front)})",
+        )
+        ax.set(
+            xlabel="FLOPs (flops_pan_seg, as released)",
+            ylabel="PQ (pan_seg_PQ, as released)",
+            title="the authors' MBv3 panoptic labels",
+        )
         ax.legend()
         plt.tight_layout()
         plt.show()
         display(rf[need].describe().T)
         display(rel_front[["arch", "flops_pan_seg", "pan_seg_PQ"]].reset_index(drop=True))
-        display(Markdown(
-            f"{len(rf)} released architectures, {len(rel_front)} on the front (hypervolume {rel_hv:.3g} w.r.t. "
-            f"{np.round(rel_ref, 3).tolist()}). SRCC(PQ, FLOPs) = {spearmanr(rf['pan_seg_PQ'], rf['flops_pan_seg'])[0]:.3f}. "
-            "**The constructed architectures cannot be evaluated here**: their PQ needs a panoptic model fine-tuned "
-            "and evaluated on MS-COCO, which this study cannot run; the Fig. 6 comparison below is made on the "
-            "study's own Mini-Panoptic benchmark (`dataset = 'mini'`)."))
+        display(
+            Markdown(
+                f"{len(rf)} released architectures, {len(rel_front)} on the front (hypervolume {rel_hv:.3g} w.r.t. "
+                f"{np.round(rel_ref, 3).tolist()}). SRCC(PQ, FLOPs) = {spearmanr(rf['pan_seg_PQ'], rf['flops_pan_seg'])[0]:.3f}. "
+                "**The constructed architectures cannot be evaluated here**: their PQ needs a panoptic model fine-tuned "
+                "and evaluated on MS-COCO, which this study cannot run; the Fig. 6 comparison below is made on the "
+                "study's own Mini-Panoptic benchmark (`dataset = 'mini'`)."
+            )
+        )
     return rel_front, rf
 
 
@@ -119,12 +141,14 @@ def released_estimates(eqs, own, profile, rel_front, rf, seed):
         from autobuild_lib.core.build import build_equation, predict_archs
         from autobuild_lib.core.training import TrainConfig, train_predictor
 
-        rel_epochs = 20 if profile == "smoke" else 300          # paper: 300 epochs on ~1.3k panoptic archs
+        rel_epochs = 20 if profile == "smoke" else 300  # paper: 300 epochs on ~1.3k panoptic archs
         ls_rel = from_frame("mbv3", rf.assign(PQ=rf["pan_seg_PQ"], flops=rf["flops_pan_seg"]), source="released cache")
         res_rel = int(pd.Series([a.resolution for a in ls_rel.archs]).mode()[0])
         cfg_rel = TrainConfig(epochs=rel_epochs, seed=seed)
-        est = {m: train_predictor(ls_rel.graphs, ls_rel.frame[m].to_numpy(float), cfg_rel, progress=False)
-               for m in ("PQ", "flops")}
+        est = {
+            m: train_predictor(ls_rel.graphs, ls_rel.frame[m].to_numpy(float), cfg_rel, progress=False)
+            for m in ("PQ", "flops")
+        }
         est_rows = []
         for e in eqs:
             b = build_equation(ls_rel, e, cfg_rel)
@@ -135,24 +159,39 @@ def released_estimates(eqs, own, profile, rel_front, rf, seed):
             est_frame[f"est {m}"] = predict_archs(est[m], ls_rel.space, list(est_frame["arch"]))
         ref_pts = rel_front[["flops_pan_seg", "pan_seg_PQ"]].to_numpy(float)
         est_frame["beyond the front (est.)"] = pareto.beyond_front(
-            est_frame[["est flops", "est PQ"]].to_numpy(float), ref_pts, [False, True])
+            est_frame[["est flops", "est PQ"]].to_numpy(float), ref_pts, [False, True]
+        )
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         ax.scatter(rf["flops_pan_seg"], rf["pan_seg_PQ"], s=8, c="0.75", label="released archs")
-        ax.step(rel_front["flops_pan_seg"], rel_front["pan_seg_PQ"], where="post", c="k", lw=1.2, label="released front")
+        ax.step(
+            rel_front["flops_pan_seg"], rel_front["pan_seg_PQ"], where="post", c="k", lw=1.2, label="released front"
+        )
         for e, g in est_frame.groupby("equation", sort=False):
             ax.scatter(g["est flops"], g["est PQ"], s=22, marker="x", label=f"{e} (estimates)")
-        ax.set(xlabel="FLOPs (as released)", ylabel="PQ (as released)", title="constructed architectures: predictor estimates")
+        ax.set(
+            xlabel="FLOPs (as released)",
+            ylabel="PQ (as released)",
+            title="constructed architectures: predictor estimates",
+        )
         ax.legend(fontsize=8)
         plt.tight_layout()
         plt.show()
         est_summary = est_frame.groupby("equation", sort=False).agg(
-            constructed=("arch", "size"), **{"beyond the front (est.)": ("beyond the front (est.)", "sum"),
-                                            "mean est PQ": ("est PQ", "mean"), "mean est FLOPs": ("est flops", "mean")})
+            constructed=("arch", "size"),
+            **{
+                "beyond the front (est.)": ("beyond the front (est.)", "sum"),
+                "mean est PQ": ("est PQ", "mean"),
+                "mean est FLOPs": ("est flops", "mean"),
+            },
+        )
         display(est_summary)
-        display(Markdown(
-            f"Predictors: {rel_epochs} epochs; held-out SRCC of the PQ predictor "
-            f"{est['PQ'].metrics['srcc_pred']:.3f}, of the FLOPs predictor "
-            f"{est['flops'].metrics['srcc_pred']:.3f}. **These are estimates, not measurements.**"))
+        display(
+            Markdown(
+                f"Predictors: {rel_epochs} epochs; held-out SRCC of the PQ predictor "
+                f"{est['PQ'].metrics['srcc_pred']:.3f}, of the FLOPs predictor "
+                f"{est['flops'].metrics['srcc_pred']:.3f}. **These are estimates, not measurements.**"
+            )
+        )
     return est_summary
 
 
@@ -172,8 +211,20 @@ def the_task(d, n_show, own, seed):
         )
         from autobuild_lib.core.spaces.ofa import OFAArch
 
-        CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                       "Ankle boot", "stuff: stripes", "stuff: dots"]
+        CLASS_NAMES = [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+            "stuff: stripes",
+            "stuff: dots",
+        ]
         PALETTE = np.array(sns.color_palette("tab10", 10) + [(0.80, 0.84, 0.90), (0.93, 0.88, 0.76)])
         SHADES = (1.0, 0.68, 0.45, 0.84)
 
@@ -183,7 +234,7 @@ def the_task(d, n_show, own, seed):
             ins = np.where(sem >= 10, 0, ins)
             rgb = PALETTE[sem].copy()
             for c in np.unique(sem[sem < 10]):
-                for r, i in enumerate(np.unique(ins[sem == c])):      # instance ids need not be consecutive
+                for r, i in enumerate(np.unique(ins[sem == c])):  # instance ids need not be consecutive
                     rgb[(sem == c) & (ins == i)] *= SHADES[r % len(SHADES)]
             seg = sem * 10000 + ins
             edge = np.zeros(sem.shape, dtype=bool)
@@ -197,8 +248,10 @@ def the_task(d, n_show, own, seed):
         pick = slice(seed * n_show, (seed + 1) * n_show)
         images, gt_sem, gt_ins = mos.images[pick], mos.semantic[pick].long(), mos.instance[pick].long()
         sp = space_of("mbv3")
-        subnets = {"largest": OFAArch(RESOLUTION, tuple(((7, 6),) * max(dd) for dd in sp.depths)),
-                   "smallest": OFAArch(RESOLUTION, tuple(((3, 3),) * min(dd) for dd in sp.depths))}
+        subnets = {
+            "largest": OFAArch(RESOLUTION, tuple(((7, 6),) * max(dd) for dd in sp.depths)),
+            "smallest": OFAArch(RESOLUTION, tuple(((3, 3),) * min(dd) for dd in sp.depths)),
+        }
         preds = {}
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -207,24 +260,34 @@ def the_task(d, n_show, own, seed):
                 sem, ins = panoptic_maps(sub(images), cfg.min_area)
                 pq = 100 * pq_from_counts(pq_counts(sem, ins, gt_sem, gt_ins))
                 preds[name] = (sem, ins, count_flops(sub, cfg.size), pq)
-        print(f"2 subnets recalibrated on {len(calib)} calibration mosaics and run on {n_show} test mosaics "
-              f"in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"2 subnets recalibrated on {len(calib)} calibration mosaics and run on {n_show} test mosaics "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
 
         cols = [("mosaic", None), ("ground truth", None)] + [
-            (f"{n} subnet\n{fl:.1f} MFLOPs, PQ {pq:.1f}", n) for n, (_, _, fl, pq) in preds.items()]
+            (f"{n} subnet\n{fl:.1f} MFLOPs, PQ {pq:.1f}", n) for n, (_, _, fl, pq) in preds.items()
+        ]
         fig, axes = plt.subplots(n_show, len(cols), figsize=(2.4 * len(cols), 2.4 * n_show + 0.9), squeeze=False)
         for r in range(n_show):
             panels = [images[r, 0].numpy(), colour(gt_sem[r], gt_ins[r])] + [
-                colour(preds[n][0][r], preds[n][1][r]) for _, n in cols[2:]]
+                colour(preds[n][0][r], preds[n][1][r]) for _, n in cols[2:]
+            ]
             for c, (panel, (title, _)) in enumerate(zip(panels, cols)):
                 ax = axes[r, c]
                 ax.imshow(panel, cmap="gray" if c == 0 else None, vmin=0, vmax=1, interpolation="nearest")
-                ax.set_xticks([]); ax.set_yticks([])
+                ax.set_xticks([])
+                ax.set_yticks([])
                 if r == 0:
                     ax.set_title(title, fontsize=9)
-        fig.legend(handles=[Patch(color=PALETTE[i], label=f"{i}: {n}") for i, n in enumerate(CLASS_NAMES)],
-                   loc="lower center", ncol=6, fontsize=7, frameon=False)
-        plt.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))   # room for the class legend
+        fig.legend(
+            handles=[Patch(color=PALETTE[i], label=f"{i}: {n}") for i, n in enumerate(CLASS_NAMES)],
+            loc="lower center",
+            ncol=6,
+            fontsize=7,
+            frameon=False,
+        )
+        plt.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))  # room for the class legend
         plt.show()
 
 
@@ -243,17 +306,23 @@ def reliability(d, labelled, own, pseudo):
         curve = d.reliability_curve
         fig, axes = plt.subplots(1, 3 if curve else 2, figsize=(16 if curve else 11, 4.2))
         axes[0].scatter(a, b, s=18)
-        axes[0].set(xlabel=f"PQ on validation half A ({rel['halves'][0]} mosaics)", ylabel="PQ on half B",
-                    title=f"reliability set ({rel['n']} archs): SRCC {rel['srcc_halves']:.3f} (bar {rel['bar']})")
+        axes[0].set(
+            xlabel=f"PQ on validation half A ({rel['halves'][0]} mosaics)",
+            ylabel="PQ on half B",
+            title=f"reliability set ({rel['n']} archs): SRCC {rel['srcc_halves']:.3f} (bar {rel['bar']})",
+        )
         if labelled:
             axes[1].scatter(pseudo["pq_a"], pseudo["pq_b"], s=5, alpha=0.5)
             axes[1].set(xlabel="PQ on half A", ylabel="PQ on half B", title=f"{what}: SRCC {srcc_all:.3f}")
         else:
             axes[1].scatter(src["pq"], (b - a), s=18)
             axes[1].axhline(0, color="k", lw=0.7)
-            axes[1].set(xlabel="PQ (mean of the halves)", ylabel="PQ half B - half A",
-                        title=f"half-to-half difference vs spread ({rel['n']} archs)")
-        for ax in axes[:2 if labelled else 1]:
+            axes[1].set(
+                xlabel="PQ (mean of the halves)",
+                ylabel="PQ half B - half A",
+                title=f"half-to-half difference vs spread ({rel['n']} archs)",
+            )
+        for ax in axes[: 2 if labelled else 1]:
             lo, hi = ax.get_xlim()
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.7)
         if curve:
@@ -262,21 +331,33 @@ def reliability(d, labelled, own, pseudo):
                 axes[2].plot(g["n_eval"], g["srcc_mean"], marker="o", label=kind)
             axes[2].axhline(rel["bar"], color="k", ls="--", lw=0.8, label=f"bar {rel['bar']}")
             axes[2].axvline(sum(rel["halves"]), color="0.5", ls=":", lw=0.8, label="validation set used")
-            axes[2].set(xscale="log", xlabel="mosaics (both halves)", ylabel="mean split-half SRCC",
-                        title=f"reliability curve ({curve['n_archs']} archs, {curve['n_mosaics']} further mosaics)")
+            axes[2].set(
+                xscale="log",
+                xlabel="mosaics (both halves)",
+                ylabel="mean split-half SRCC",
+                title=f"reliability curve ({curve['n_archs']} archs, {curve['n_mosaics']} further mosaics)",
+            )
             axes[2].legend(fontsize=8)
         plt.tight_layout()
         plt.show()
         reliable = rel["srcc_halves"] >= rel["bar"]
         need = ""
         if curve:
-            need = " Mosaics a split-half SRCC of 0.9 would need (Spearman-Brown): " + ", ".join(
-                f"{k}: {v:,.0f}" if np.isfinite(v) else f"{k}: never" for k, v in curve["images_for_0.9"].items()) + "."
-        display(Markdown(
-            f"Split-half SRCC {rel['srcc_halves']:.3f} on the reliability set: the bar (>= {rel['bar']}) is "
-            f"**{'met' if reliable else 'NOT met'}**. Over {what}: SRCC {srcc_all:.3f}; the halves differ by "
-            f"{half_diff:.2f} PQ on average, against a spread (std) of {src['pq'].std():.2f} PQ between architectures."
-            + need))
+            need = (
+                " Mosaics a split-half SRCC of 0.9 would need (Spearman-Brown): "
+                + ", ".join(
+                    f"{k}: {v:,.0f}" if np.isfinite(v) else f"{k}: never" for k, v in curve["images_for_0.9"].items()
+                )
+                + "."
+            )
+        display(
+            Markdown(
+                f"Split-half SRCC {rel['srcc_halves']:.3f} on the reliability set: the bar (>= {rel['bar']}) is "
+                f"**{'met' if reliable else 'NOT met'}**. Over {what}: SRCC {srcc_all:.3f}; the halves differ by "
+                f"{half_diff:.2f} PQ on average, against a spread (std) of {src['pq'].std():.2f} PQ between architectures."
+                + need
+            )
+        )
     return curve, rel, reliable, srcc_all
 
 
@@ -287,19 +368,33 @@ def labelled_tables(NO_LABELS, full, labelled, own, pseudo):
     elif not labelled:
         print(NO_LABELS)
     else:
-        display(pd.concat({"pseudo": pseudo[["pq", "pq_things", "flops", "eval_s"]].describe().T,
-                           "full": full[["pq_full", "flops", "ft_loss_last10", "finetune_s"]].describe().T}))
+        display(
+            pd.concat(
+                {
+                    "pseudo": pseudo[["pq", "pq_things", "flops", "eval_s"]].describe().T,
+                    "full": full[["pq_full", "flops", "ft_loss_last10", "finetune_s"]].describe().T,
+                }
+            )
+        )
         fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
         sns.histplot(pseudo["pq"], bins=30, ax=axes[0, 0])
         axes[0, 0].set(xlabel="pseudo PQ (%)", title=f"pseudo labels ({len(pseudo)}): PQ std {pseudo['pq'].std():.2f}")
         sns.histplot(full["pq_full"], bins=20, ax=axes[0, 1], color="tab:orange")
-        axes[0, 1].set(xlabel="fully fine-tuned PQ (%)", title=f"full labels ({len(full)}): PQ std {full['pq_full'].std():.2f}")
+        axes[0, 1].set(
+            xlabel="fully fine-tuned PQ (%)", title=f"full labels ({len(full)}): PQ std {full['pq_full'].std():.2f}"
+        )
         axes[1, 0].scatter(pseudo["flops"], pseudo["pq"], s=5, alpha=0.5)
-        axes[1, 0].set(xlabel="MFLOPs", ylabel="pseudo PQ (%)",
-                       title=f"SRCC(PQ, FLOPs) = {spearmanr(pseudo['pq'], pseudo['flops'])[0]:.3f}")
+        axes[1, 0].set(
+            xlabel="MFLOPs",
+            ylabel="pseudo PQ (%)",
+            title=f"SRCC(PQ, FLOPs) = {spearmanr(pseudo['pq'], pseudo['flops'])[0]:.3f}",
+        )
         axes[1, 1].scatter(full["flops"], full["pq_full"], s=14, color="tab:orange")
-        axes[1, 1].set(xlabel="MFLOPs", ylabel="fully fine-tuned PQ (%)",
-                       title=f"SRCC(PQ, FLOPs) = {spearmanr(full['pq_full'], full['flops'])[0]:.3f}")
+        axes[1, 1].set(
+            xlabel="MFLOPs",
+            ylabel="fully fine-tuned PQ (%)",
+            title=f"SRCC(PQ, FLOPs) = {spearmanr(full['pq_full'], full['flops'])[0]:.3f}",
+        )
         plt.tight_layout()
         plt.show()
 
@@ -326,14 +421,20 @@ def pseudo_vs_full(NO_LABELS, full, labelled, n_boot, own, pseudo, seed):
         fig, ax = plt.subplots(figsize=(6.5, 4.6))
         s = ax.scatter(both["pq"], both["pq_full"], c=both["flops"], cmap="viridis", s=22)
         plt.colorbar(s, label="MFLOPs")
-        ax.set(xlabel="pseudo PQ (%, validation mosaics, inherited weights)", ylabel="fully fine-tuned PQ (%, test mosaics)",
-               title=f"{len(both)} architectures: SRCC {srcc_pf:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]")
+        ax.set(
+            xlabel="pseudo PQ (%, validation mosaics, inherited weights)",
+            ylabel="fully fine-tuned PQ (%, test mosaics)",
+            title=f"{len(both)} architectures: SRCC {srcc_pf:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]",
+        )
         plt.tight_layout()
         plt.show()
-        display(Markdown(
-            f"SRCC {srcc_pf:.3f} (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f}, {n_boot} resamples), Kendall tau "
-            f"{tau_pf:.3f}, over the {len(both)} architectures with both labels; {overlap} of the top {top_n} by fully "
-            f"fine-tuned PQ are also in the top {top_n} by pseudo PQ."))
+        display(
+            Markdown(
+                f"SRCC {srcc_pf:.3f} (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f}, {n_boot} resamples), Kendall tau "
+                f"{tau_pf:.3f}, over the {len(both)} architectures with both labels; {overlap} of the top {top_n} by fully "
+                f"fine-tuned PQ are also in the top {top_n} by pseudo PQ."
+            )
+        )
     return both, ci, srcc_pf
 
 
@@ -349,23 +450,44 @@ def predictors(NO_LABELS, d, eq_texts, eqs, labelled, own, pseudo):
         for e in eqs:
             info = cinfo[e.text]
             y = e({"PQ": pseudo["pq"], "flops": pseudo["flops"]})
-            rows.append({"equation": e.text, "epochs": cinfo["epochs"], "K": cinfo["k"], "constructed": info["n_archs"],
-                         **{k: v for k, v in info["metrics"].items() if k != "cached"},
-                         "SRCC(label, PQ)": spearmanr(y, pseudo["pq"])[0],
-                         "SRCC(label, -FLOPs)": spearmanr(y, -pseudo["flops"])[0]})
+            rows.append(
+                {
+                    "equation": e.text,
+                    "epochs": cinfo["epochs"],
+                    "K": cinfo["k"],
+                    "constructed": info["n_archs"],
+                    **{k: v for k, v in info["metrics"].items() if k != "cached"},
+                    "SRCC(label, PQ)": spearmanr(y, pseudo["pq"])[0],
+                    "SRCC(label, -FLOPs)": spearmanr(y, -pseudo["flops"])[0],
+                }
+            )
         display(pd.DataFrame(rows).set_index("equation").T)
 
         ms = d.module_scores[d.module_scores["equation"].isin(eq_texts)]
         top3 = ms.sort_values("score", ascending=False, kind="stable").groupby(["equation", "unit"], sort=False).head(3)
         top3 = top3.assign(entry=top3["module"] + "  (" + top3["score"].round(2).astype(str) + ")")
-        table = (top3.sort_values(["equation", "unit", "score"], ascending=[True, True, False])
-                 .groupby(["equation", "unit"])["entry"].apply(lambda s: " | ".join(s)).unstack("unit"))
+        table = (
+            top3.sort_values(["equation", "unit", "score"], ascending=[True, True, False])
+            .groupby(["equation", "unit"])["entry"]
+            .apply(lambda s: " | ".join(s))
+            .unstack("unit")
+        )
         table.columns = [f"stage {u}" for u in table.columns]
-        display(Markdown(f"Top 3 modules per stage and equation (score after the Eq. 5 shift); the first {cinfo['k']} "
-                         "of each were combined:"))
+        display(
+            Markdown(
+                f"Top 3 modules per stage and equation (score after the Eq. 5 shift); the first {cinfo['k']} "
+                "of each were combined:"
+            )
+        )
         display(table)
-        layer_stats = (ms.sort_values("score", ascending=False, kind="stable").groupby(["equation", "unit"]).head(cinfo["k"])
-                       .groupby("equation")["layers"].mean().rename("mean layers of the top-K modules"))
+        layer_stats = (
+            ms.sort_values("score", ascending=False, kind="stable")
+            .groupby(["equation", "unit"])
+            .head(cinfo["k"])
+            .groupby("equation")["layers"]
+            .mean()
+            .rename("mean layers of the top-K modules")
+        )
         display(layer_stats.to_frame())
 
 
@@ -393,26 +515,55 @@ def fig6(NO_LABELS, con, eq_texts, full, labelled, own):
         markers = dict(zip(eq_texts, "oDs^v<>p"))
         fig, ax = plt.subplots(figsize=(9, 5.8))
         ax.scatter(full["flops"], full["pq_full"], s=16, c="0.65", label=f"fully fine-tuned ({len(full)})", zorder=1)
-        ax.step(front["flops"], front["pq_full"], where="post", c="k", lw=1.5, label=f"their Pareto front ({len(front)})",
-                zorder=2)
+        ax.step(
+            front["flops"],
+            front["pq_full"],
+            where="post",
+            c="k",
+            lw=1.5,
+            label=f"their Pareto front ({len(front)})",
+            zorder=2,
+        )
         rows = []
         for eq, g in con.groupby("equation", sort=False):
             pts = g[["flops", "pq_full"]].to_numpy(float)
             beyond = pareto.beyond_front(pts, front_pts, MAXIMIZE)
             over = pts[:, 0] - np.array([front_flops_at(p) for p in pts[:, 1]])
             hv_union = pareto.hypervolume(np.vstack([front_pts, pts]), ref_point, MAXIMIZE)
-            ax.scatter(g["flops"], g["pq_full"], s=36, color=palette[eq], marker=markers[eq], edgecolor="k", lw=0.4,
-                       alpha=0.8, zorder=3,
-                       label=f"{eq}: {int(beyond.sum())}/{len(g)} beyond the front")
-            rows.append({"equation": eq, "constructed": len(g), "distinct": g["arch"].nunique(),
-                         "beyond the front": int(beyond.sum()), "mean PQ": g["pq_full"].mean(), "best PQ": g["pq_full"].max(),
-                         "mean MFLOPs": g["flops"].mean(),
-                         "median FLOPs overshoot": float(np.nanmedian(over)) if np.isfinite(over).any() else np.nan,
-                         "n over the front's FLOPs": int((over > 0).sum()), "more PQ than the front": int(np.isnan(over).sum()),
-                         "HV front": hv_front, "HV front + constructed": hv_union,
-                         "HV gain %": 100 * (hv_union - hv_front) / hv_front if hv_front > 0 else np.nan})
-        ax.set(xlabel="MFLOPs (mini model, one 64x64 mosaic)", ylabel="fully fine-tuned PQ (%, test mosaics)",
-               title="Fig. 6 analogue: constructed architectures vs the front of the fully fine-tuned ones")
+            ax.scatter(
+                g["flops"],
+                g["pq_full"],
+                s=36,
+                color=palette[eq],
+                marker=markers[eq],
+                edgecolor="k",
+                lw=0.4,
+                alpha=0.8,
+                zorder=3,
+                label=f"{eq}: {int(beyond.sum())}/{len(g)} beyond the front",
+            )
+            rows.append(
+                {
+                    "equation": eq,
+                    "constructed": len(g),
+                    "distinct": g["arch"].nunique(),
+                    "beyond the front": int(beyond.sum()),
+                    "mean PQ": g["pq_full"].mean(),
+                    "best PQ": g["pq_full"].max(),
+                    "mean MFLOPs": g["flops"].mean(),
+                    "median FLOPs overshoot": float(np.nanmedian(over)) if np.isfinite(over).any() else np.nan,
+                    "n over the front's FLOPs": int((over > 0).sum()),
+                    "more PQ than the front": int(np.isnan(over).sum()),
+                    "HV front": hv_front,
+                    "HV front + constructed": hv_union,
+                    "HV gain %": 100 * (hv_union - hv_front) / hv_front if hv_front > 0 else np.nan,
+                }
+            )
+        ax.set(
+            xlabel="MFLOPs (mini model, one 64x64 mosaic)",
+            ylabel="fully fine-tuned PQ (%, test mosaics)",
+            title="Fig. 6 analogue: constructed architectures vs the front of the fully fine-tuned ones",
+        )
         ax.legend(fontsize=8, loc="lower right")
         plt.tight_layout()
         plt.show()
@@ -432,14 +583,34 @@ def fig6_table(NO_LABELS, full, labelled, own, summary):
         best_full = full["pq_full"].max()
         lines = []
         for _, r in summary.iterrows():
-            lines.append(f"`{r['equation']}`: {r['beyond the front']}/{r['constructed']} beyond the front, mean PQ "
-                         f"{r['mean PQ']:.2f} (best {r['best PQ']:.2f}; best fully fine-tuned {best_full:.2f}) at "
-                         f"{r['mean MFLOPs']:.2f} MFLOPs on average, median FLOPs overshoot {r['median FLOPs overshoot']:+.3f} "
-                         f"MFLOPs; hypervolume {r['HV gain %']:+.2f}% over the front.")
+            lines.append(
+                f"`{r['equation']}`: {r['beyond the front']}/{r['constructed']} beyond the front, mean PQ "
+                f"{r['mean PQ']:.2f} (best {r['best PQ']:.2f}; best fully fine-tuned {best_full:.2f}) at "
+                f"{r['mean MFLOPs']:.2f} MFLOPs on average, median FLOPs overshoot {r['median FLOPs overshoot']:+.3f} "
+                f"MFLOPs; hypervolume {r['HV gain %']:+.2f}% over the front."
+            )
         display(Markdown("\n\n".join(lines)))
 
 
-def claims(both, ci, curve, est_summary, full, labelled, own, pseudo, rel, rel_front, reliable, rf, smoke, srcc_all, srcc_pf, summary, t_start):
+def claims(
+    both,
+    ci,
+    curve,
+    est_summary,
+    full,
+    labelled,
+    own,
+    pseudo,
+    rel,
+    rel_front,
+    reliable,
+    rf,
+    smoke,
+    srcc_all,
+    srcc_pf,
+    summary,
+    t_start,
+):
     """Paper vs this study."""
     SQRT, LOG = "sqrt(PQ) - sqrt(flops)", "PQ/log10(flops)"
 
@@ -455,18 +626,32 @@ def claims(both, ci, curve, est_summary, full, labelled, own, pseudo, rel, rel_f
         need_here = spearman_brown_size(rel["srcc_halves"], sum(rel["halves"]))
         pq_need = float((curve or {}).get("images_for_0.9", {}).get("pq", np.nan))
         rows = [
-            {"claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
-             "paper": "~1.3k pseudo, 118 full", "this study": "not generated (pseudo stage refused: labels unreliable)",
-             "verdict": why},
-            {"claim": "pseudo labels are reliable (split-half SRCC >= 0.9)", "paper": "not reported",
-             "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs with {sum(rel['halves'])} mosaics; "
-                           f"0.9 would need ~{need_here:,.0f} mosaics by Spearman-Brown from this check"
-                           + (f" (~{pq_need:,.0f} from the noise curve)" if np.isfinite(pq_need) else ""),
-             "verdict": "study check: " + ("met" if reliable else "not met")},
-            {"claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front", "paper": "yes (Fig. 6)",
-             "this study": "-", "verdict": why},
-            {"claim": f"`{LOG}` reaches high PQ but overshoots the front's FLOPs", "paper": "yes, by ~5 GFLOPs",
-             "this study": "-", "verdict": why},
+            {
+                "claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
+                "paper": "~1.3k pseudo, 118 full",
+                "this study": "not generated (pseudo stage refused: labels unreliable)",
+                "verdict": why,
+            },
+            {
+                "claim": "pseudo labels are reliable (split-half SRCC >= 0.9)",
+                "paper": "not reported",
+                "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs with {sum(rel['halves'])} mosaics; "
+                f"0.9 would need ~{need_here:,.0f} mosaics by Spearman-Brown from this check"
+                + (f" (~{pq_need:,.0f} from the noise curve)" if np.isfinite(pq_need) else ""),
+                "verdict": "study check: " + ("met" if reliable else "not met"),
+            },
+            {
+                "claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front",
+                "paper": "yes (Fig. 6)",
+                "this study": "-",
+                "verdict": why,
+            },
+            {
+                "claim": f"`{LOG}` reaches high PQ but overshoots the front's FLOPs",
+                "paper": "yes, by ~5 GFLOPs",
+                "this study": "-",
+                "verdict": why,
+            },
         ]
     elif own:
         tab = summary.set_index("equation")
@@ -475,60 +660,109 @@ def claims(both, ci, curve, est_summary, full, labelled, own, pseudo, rel, rel_f
         n_over_log = int(tab.loc[LOG, "n over the front's FLOPs"]) if has_log else 0
         pq_need = float((curve or {}).get("images_for_0.9", {}).get("pq", np.nan))
         strength = "strong" if srcc_pf >= 0.8 else "moderate" if srcc_pf >= 0.5 else "weak"
+
         def not_shown(eq):
             return f"`{eq}` not shown (equations parameter)"
+
         rows = [
-            {"claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
-             "paper": "~1.3k pseudo, 118 full", "this study": f"{len(pseudo)} pseudo, {len(full)} full",
-             "verdict": "not checked (setting, scaled to a CPU)"},
-            {"claim": "pseudo labels are reliable (split-half SRCC >= 0.9)", "paper": "not reported",
-             "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs; {srcc_all:.3f} over all {len(pseudo)}"
-                           + (f"; PQ would need ~{pq_need:,.0f} mosaics for 0.9" if np.isfinite(pq_need) else ""),
-             "verdict": "study check: " + ("met" if reliable else "not met")},
-            {"claim": "pseudo labels rank architectures like full fine-tuning", "paper": "assumed (not reported)",
-             "this study": f"SRCC {srcc_pf:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] on {len(both)} archs",
-             "verdict": f"study check: {strength} agreement"},
-            {"claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front", "paper": "yes (Fig. 6)",
-             "this study": not_shown(SQRT) if not has_sqrt else
-             f"{int(tab.loc[SQRT, 'beyond the front'])}/{int(tab.loc[SQRT, 'constructed'])} beyond; "
-             f"HV {tab.loc[SQRT, 'HV gain %']:+.2f}%",
-             "verdict": verdict(has_sqrt and tab.loc[SQRT, "beyond the front"] > 0, has_sqrt)},
-            {"claim": f"`{LOG}` reaches high PQ", "paper": "yes (Fig. 6)",
-             "this study": not_shown(LOG) if not has_log else
-             f"mean PQ {tab.loc[LOG, 'mean PQ']:.2f} vs 75th percentile of the {len(full)} {q75:.2f}; "
-             f"best {tab.loc[LOG, 'best PQ']:.2f} vs {full['pq_full'].max():.2f}",
-             "verdict": verdict(has_log and tab.loc[LOG, "mean PQ"] >= q75, has_log)},
-            {"claim": f"`{LOG}` overshoots the front's FLOPs", "paper": "yes, by ~5 GFLOPs (~3% of ~170 GFLOPs)",
-             "this study": not_shown(LOG) if not has_log else
-             f"median overshoot {tab.loc[LOG, 'median FLOPs overshoot']:+.3f} MFLOPs "
-             f"({n_over_log}/{int(tab.loc[LOG, 'constructed'])} above the front's "
-             f"FLOPs for their PQ); mean {tab.loc[LOG, 'mean MFLOPs']:.2f} MFLOPs",
-             "verdict": verdict(has_log and tab.loc[LOG, "median FLOPs overshoot"] > 0, has_log)},
-            {"claim": f"`{SQRT}` does better against the front than `{LOG}`", "paper": "yes (Fig. 6)",
-             "this study": (f"HV gain {tab.loc[SQRT, 'HV gain %']:+.2f}% vs {tab.loc[LOG, 'HV gain %']:+.2f}%; beyond "
-                            f"{int(tab.loc[SQRT, 'beyond the front'])} vs {int(tab.loc[LOG, 'beyond the front'])}")
-                           if has_sqrt and has_log else "needs both equations",
-             "verdict": verdict(has_sqrt and has_log and tab.loc[SQRT, "HV gain %"] > tab.loc[LOG, "HV gain %"],
-                                has_sqrt and has_log)},
+            {
+                "claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
+                "paper": "~1.3k pseudo, 118 full",
+                "this study": f"{len(pseudo)} pseudo, {len(full)} full",
+                "verdict": "not checked (setting, scaled to a CPU)",
+            },
+            {
+                "claim": "pseudo labels are reliable (split-half SRCC >= 0.9)",
+                "paper": "not reported",
+                "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs; {srcc_all:.3f} over all {len(pseudo)}"
+                + (f"; PQ would need ~{pq_need:,.0f} mosaics for 0.9" if np.isfinite(pq_need) else ""),
+                "verdict": "study check: " + ("met" if reliable else "not met"),
+            },
+            {
+                "claim": "pseudo labels rank architectures like full fine-tuning",
+                "paper": "assumed (not reported)",
+                "this study": f"SRCC {srcc_pf:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] on {len(both)} archs",
+                "verdict": f"study check: {strength} agreement",
+            },
+            {
+                "claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front",
+                "paper": "yes (Fig. 6)",
+                "this study": not_shown(SQRT)
+                if not has_sqrt
+                else f"{int(tab.loc[SQRT, 'beyond the front'])}/{int(tab.loc[SQRT, 'constructed'])} beyond; "
+                f"HV {tab.loc[SQRT, 'HV gain %']:+.2f}%",
+                "verdict": verdict(has_sqrt and tab.loc[SQRT, "beyond the front"] > 0, has_sqrt),
+            },
+            {
+                "claim": f"`{LOG}` reaches high PQ",
+                "paper": "yes (Fig. 6)",
+                "this study": not_shown(LOG)
+                if not has_log
+                else f"mean PQ {tab.loc[LOG, 'mean PQ']:.2f} vs 75th percentile of the {len(full)} {q75:.2f}; "
+                f"best {tab.loc[LOG, 'best PQ']:.2f} vs {full['pq_full'].max():.2f}",
+                "verdict": verdict(has_log and tab.loc[LOG, "mean PQ"] >= q75, has_log),
+            },
+            {
+                "claim": f"`{LOG}` overshoots the front's FLOPs",
+                "paper": "yes, by ~5 GFLOPs (~3% of ~170 GFLOPs)",
+                "this study": not_shown(LOG)
+                if not has_log
+                else f"median overshoot {tab.loc[LOG, 'median FLOPs overshoot']:+.3f} MFLOPs "
+                f"({n_over_log}/{int(tab.loc[LOG, 'constructed'])} above the front's "
+                f"FLOPs for their PQ); mean {tab.loc[LOG, 'mean MFLOPs']:.2f} MFLOPs",
+                "verdict": verdict(has_log and tab.loc[LOG, "median FLOPs overshoot"] > 0, has_log),
+            },
+            {
+                "claim": f"`{SQRT}` does better against the front than `{LOG}`",
+                "paper": "yes (Fig. 6)",
+                "this study": (
+                    f"HV gain {tab.loc[SQRT, 'HV gain %']:+.2f}% vs {tab.loc[LOG, 'HV gain %']:+.2f}%; beyond "
+                    f"{int(tab.loc[SQRT, 'beyond the front'])} vs {int(tab.loc[LOG, 'beyond the front'])}"
+                )
+                if has_sqrt and has_log
+                else "needs both equations",
+                "verdict": verdict(
+                    has_sqrt and has_log and tab.loc[SQRT, "HV gain %"] > tab.loc[LOG, "HV gain %"],
+                    has_sqrt and has_log,
+                ),
+            },
         ]
     else:
         why = "not checked (released data: constructed architectures cannot be evaluated here)"
         rows = [
-            {"claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
-             "paper": "~1.3k pseudo, 118 full", "this study": f"the released MBv3 panoptic cache holds {len(rf)} archs",
-             "verdict": "not checked (setting)"},
-            {"claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front", "paper": "yes (Fig. 6)",
-             "this study": (f"estimates: {int(est_summary.loc[SQRT, 'beyond the front (est.)'])}/"
-                            f"{int(est_summary.loc[SQRT, 'constructed'])} beyond the released front of {len(rel_front)}")
-                           if SQRT in est_summary.index else f"released front: {len(rel_front)} archs",
-             "verdict": why},
-            {"claim": f"`{LOG}` reaches high PQ but overshoots the front's FLOPs", "paper": "yes, by ~5 GFLOPs",
-             "this study": "-", "verdict": why},
+            {
+                "claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
+                "paper": "~1.3k pseudo, 118 full",
+                "this study": f"the released MBv3 panoptic cache holds {len(rf)} archs",
+                "verdict": "not checked (setting)",
+            },
+            {
+                "claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front",
+                "paper": "yes (Fig. 6)",
+                "this study": (
+                    f"estimates: {int(est_summary.loc[SQRT, 'beyond the front (est.)'])}/"
+                    f"{int(est_summary.loc[SQRT, 'constructed'])} beyond the released front of {len(rel_front)}"
+                )
+                if SQRT in est_summary.index
+                else f"released front: {len(rel_front)} archs",
+                "verdict": why,
+            },
+            {
+                "claim": f"`{LOG}` reaches high PQ but overshoots the front's FLOPs",
+                "paper": "yes, by ~5 GFLOPs",
+                "this study": "-",
+                "verdict": why,
+            },
         ]
     claims = pd.DataFrame(rows)
     claims_mod.record_claims(claims, "07_panoptic")  # for the verdict page (autobuild_lib.study.claims)
     display(claims)
     disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
-    display(Markdown(("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
-                     if disagree else "This run does not contradict any of the claims above."))
+    display(
+        Markdown(
+            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
+            if disagree
+            else "This run does not contradict any of the claims above."
+        )
+    )
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

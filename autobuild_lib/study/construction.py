@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autobuild_lib.core import pareto
 from autobuild_lib.benchmarks.labelled import LabelledSet
+from autobuild_lib.core import pareto
 from autobuild_lib.core.build import EquationBuild, build_equation
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import MutationScheme, SearchResult, evolutionary_search

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autobuild_lib.benchmarks.pipeline.missing import DataMissing
 from autobuild_lib.benchmarks.labelled import LabelledSet, from_frame
-from autobuild_lib.benchmarks.released import (IR_CACHE, OFA_CACHE_SPACES, find_released, load_ofa_cache, missing_message)
+from autobuild_lib.benchmarks.pipeline.missing import DataMissing
+from autobuild_lib.benchmarks.released import IR_CACHE, OFA_CACHE_SPACES, find_released, load_ofa_cache, missing_message
 
 __all__ = ["DATASETS", "DataMissing", "mini_ofa_dir", "resolve_data_dir", "require", "load_set", "load_ir_set", "can_evaluate",
            "evaluator"]

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from autobuild_lib.benchmarks.pipeline.manifest import verify_file, write_manifest
 from autobuild_lib.benchmarks.miniofa.evaluator import Evaluator
 from autobuild_lib.benchmarks.miniofa.generate import LABEL_COLUMNS, benchmark_archs, generate, load_mini_ofa
 from autobuild_lib.benchmarks.miniofa.labels import load_supernet, measure_latency_ms
 from autobuild_lib.benchmarks.miniofa.supernet import SupernetConfig, space_of
+from autobuild_lib.benchmarks.pipeline.manifest import verify_file, write_manifest
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
 TINY = SupernetConfig(space="mbv3", width_mult=0.25, batch_size=4, total_steps=3, n_train=40, n_calib=8,

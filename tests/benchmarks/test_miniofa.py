@@ -8,7 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from autobuild_lib.benchmarks.miniofa import (RES_MAP, MiniData, SupernetConfig, Trainer, build_data, build_supernet, evaluate_subnet, make_canvases, measure_reliability, space_of, split_halves)
+from autobuild_lib.benchmarks.miniofa import (
+    RES_MAP,
+    MiniData,
+    SupernetConfig,
+    Trainer,
+    build_data,
+    build_supernet,
+    evaluate_subnet,
+    make_canvases,
+    measure_reliability,
+    space_of,
+    split_halves,
+)
 from autobuild_lib.core.spaces.ofa import OFAArch
 
 TINY = dict(width_mult=0.25, batch_size=4, total_steps=10, n_train=40, n_calib=8, n_heldout=8, seed=3)

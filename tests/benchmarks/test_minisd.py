@@ -3,7 +3,20 @@ import numpy as np
 import pytest
 import torch
 
-from autobuild_lib.benchmarks.minisd import (FeatureNet, MiniSDConfig, MiniUNet, Schedule, count_cost, ddim_inpaint, eval_masks, fid_metric, inherit, label_variant, random_masks, train_unet)
+from autobuild_lib.benchmarks.minisd import (
+    FeatureNet,
+    MiniSDConfig,
+    MiniUNet,
+    Schedule,
+    count_cost,
+    ddim_inpaint,
+    eval_masks,
+    fid_metric,
+    inherit,
+    label_variant,
+    random_masks,
+    train_unet,
+)
 from autobuild_lib.benchmarks.minisd.generate import benchmark_archs, generate
 from autobuild_lib.benchmarks.minisd.masks import PAD
 from autobuild_lib.core.spaces import get_space

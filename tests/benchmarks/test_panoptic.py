@@ -6,14 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_panoptic_mosaics import _garments
 
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
 from autobuild_lib.benchmarks.panoptic import generate as gen
 from autobuild_lib.benchmarks.panoptic.model import panoptic_maps
 from autobuild_lib.benchmarks.panoptic.mosaics import make_mosaics, panoptic_quality, pq_counts, pq_from_counts
-from autobuild_lib.benchmarks.panoptic.train import (PanopticConfig, build_data, build_model, count_flops, fixed_resolution, noise_mosaics, sample_archs, static_model)
-
-from test_panoptic_mosaics import _garments
+from autobuild_lib.benchmarks.panoptic.train import (
+    PanopticConfig,
+    build_data,
+    build_model,
+    count_flops,
+    fixed_resolution,
+    noise_mosaics,
+    sample_archs,
+    static_model,
+)
 
 
 def _noisy_logits(m, scale, seed):

@@ -1,19 +1,16 @@
 """Mini-Panoptic loader, model loader, data card and data summary, on the tiny generated fixture."""
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from fixtures_panoptic import SIZES, TINY, mini_panoptic_fixture
 
 from autobuild_lib.benchmarks.panoptic import data as pdata
 from autobuild_lib.benchmarks.panoptic import generate as gen
 from autobuild_lib.benchmarks.panoptic.card import REGENERATE, write_card
 from autobuild_lib.study.data import DataMissing
-
-from fixtures_panoptic import SIZES, TINY, mini_panoptic_fixture
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,16 @@ from fixtures_released import (
     write_fixture_ir_cache,
 )
 
-from autobuild_lib.benchmarks.released import (AUTHORS_REPO, IR_CACHE, REQUIRED_FILES, ReleasedDataError, find_released, load_ir_cache, load_ofa_cache, missing_message)
+from autobuild_lib.benchmarks.released import (
+    AUTHORS_REPO,
+    IR_CACHE,
+    REQUIRED_FILES,
+    ReleasedDataError,
+    find_released,
+    load_ir_cache,
+    load_ofa_cache,
+    missing_message,
+)
 
 
 def _dump(path: Path, obj: object, protocol: int = 4) -> Path:

@@ -2,7 +2,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autobuild_lib.core.analysis import (CONSISTENT, INCONSISTENT, NOT_COMPARABLE, UNDETERMINED, claims_frame, depth_effect, disagreements, hop_srcc_claims, hop_srcc_long, hop_srcc_runs, hop_srcc_table, label_columns, label_srcc, label_summary, space_overview, summarise_hop_srcc, training_cost, unit_overview, verdict, verdict_close)
+from autobuild_lib.core.analysis import (
+    CONSISTENT,
+    INCONSISTENT,
+    NOT_COMPARABLE,
+    UNDETERMINED,
+    claims_frame,
+    depth_effect,
+    disagreements,
+    hop_srcc_claims,
+    hop_srcc_long,
+    hop_srcc_runs,
+    hop_srcc_table,
+    label_columns,
+    label_srcc,
+    label_summary,
+    space_overview,
+    summarise_hop_srcc,
+    training_cost,
+    unit_overview,
+    verdict,
+    verdict_close,
+)
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
 from autobuild_lib.core.spaces import mbv3, pn
 

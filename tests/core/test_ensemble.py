@@ -11,7 +11,20 @@ import pytest
 import torch
 
 from autobuild_lib.core.dedup import build_plan, plan_predict, single_thread
-from autobuild_lib.core.ensemble import (constrained_top_k, ensemble_predict, exhaustive_search, hop_quota, iter_space, module_name, per_unit_candidates, sd_module_scores, top_combinations, train_ensemble, unconstrained_top_k)
+from autobuild_lib.core.ensemble import (
+    Ensemble,
+    constrained_top_k,
+    ensemble_predict,
+    exhaustive_search,
+    hop_quota,
+    iter_space,
+    module_name,
+    per_unit_candidates,
+    sd_module_scores,
+    top_combinations,
+    train_ensemble,
+    unconstrained_top_k,
+)
 from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.sd_graphs import SD_SCHEMA, SDTableBuilder, sd_graph, sd_module_graph, sd_table

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from torch_geometric.data import Batch
 
 from autobuild_lib.core.graphs import OFA_SCHEMA, Feature, GraphTable, make_data, ofa_graph, ofa_module_graph
 from autobuild_lib.core.losses import AutoBuildLoss, soft_spearman
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.spaces import mbv3, pn
-from torch_geometric.data import Batch
 
 
 def test_sequence_graph_features():

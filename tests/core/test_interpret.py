@@ -12,7 +12,7 @@ import torch
 
 from autobuild_lib.core import interpret
 from autobuild_lib.core.analysis import CONSISTENT, INCONSISTENT, UNDETERMINED
-from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, make_data, ofa_graph
+from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
 from autobuild_lib.core.ir import IR_OPS, IR_SCHEMA, _data, _Op, ir_graph
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.scoring import module_string

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from autobuild_lib.benchmarks.released import IRNodeRecord, IRRecord
 from autobuild_lib.core import ir
 from autobuild_lib.core.graphs import GraphTable, ofa_graph
-from autobuild_lib.benchmarks.released import IRNodeRecord, IRRecord
 from autobuild_lib.core.spaces import mbv3, pn
 from autobuild_lib.core.spaces.ofa import OFAArch
 

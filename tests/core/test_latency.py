@@ -14,7 +14,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from autobuild_lib.core.latency import (LatencyGNN, load_latency_predictor, save_latency_predictor, train_latency_predictor)
+from autobuild_lib.core.latency import (
+    LatencyGNN,
+    load_latency_predictor,
+    save_latency_predictor,
+    train_latency_predictor,
+)
 from autobuild_lib.core.spaces.ofa import LAYER_TYPES, OFAArch, mbv3, pn
 
 torch.set_num_threads(1)

@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 
 from autobuild_lib.core.pareto import pareto_front
-from autobuild_lib.core.search import (AutoBuildNAS, LayerFull, LayerInsight, MutationScheme, StageFull, evolutionary_search, union_candidates)
+from autobuild_lib.core.search import (
+    AutoBuildNAS,
+    LayerFull,
+    LayerInsight,
+    MutationScheme,
+    StageFull,
+    evolutionary_search,
+    union_candidates,
+)
 from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace, mbv3, mbv3_insight, pn
 
 OBJECTIVES = [("acc", True), ("latency_cpu", False)]

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from autobuild_lib.core.spaces import get_space
-from autobuild_lib.core.spaces.sd import (BASE_MULTIPLIERS, MIDDLE_STAGE, MULTIPLIER_COMBOS, OPS, SDArch, SDModule, sd_unet, sd_unet_hw)
+from autobuild_lib.core.spaces.sd import (
+    BASE_MULTIPLIERS,
+    MIDDLE_STAGE,
+    MULTIPLIER_COMBOS,
+    OPS,
+    SDArch,
+    SDModule,
+    sd_unet,
+    sd_unet_hw,
+)
 
 BASE = "256|1,2,3,4|RR,RR,RARA,RARA|RRR,RRR,RARARA,RARARA"
 SMALLEST = "256|1,2,3,4|R,R,R,R|RR,RR,RR,RR"

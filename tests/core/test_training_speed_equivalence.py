@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.nn import global_mean_pool
+from torch_geometric.utils import add_self_loops
 
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
 from autobuild_lib.core.losses import AutoBuildLoss
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.sd_graphs import sd_table
 from autobuild_lib.core.training import TrainConfig, flat_parameters, single_thread, train_predictor
-from torch_geometric.utils import add_self_loops
 
 
 def _ofa_table(n: int, seed: int = 0):

@@ -9,9 +9,9 @@ import nbformat
 import papermill as pm
 import pytest
 
+from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR
 from autobuild_lib.study.book import HIDE, execute_notebook, list_notebooks, present
 from autobuild_lib.study.config import load_study_config, notebook_parameters
-from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR
 
 NOTEBOOKS = list_notebooks()
 #: Chapters that take ``dataset`` also run on a fixture of the authors' released caches (issue 5);
@@ -158,8 +158,8 @@ def test_panoptic_chapter_without_labels_shows_the_reliability_check(tmp_path, m
     the task and the reliability measurements, says why the rest is missing, and records its claims."""
     import shutil
 
-    from autobuild_lib.study.claims import load_claims
     from autobuild_lib.benchmarks.panoptic.data import LABEL_FILES
+    from autobuild_lib.study.claims import load_claims
 
     root = tmp_path / "partial"
     shutil.copytree(mini_panoptic_data, root, ignore=shutil.ignore_patterns("work", *LABEL_FILES))

@@ -5,11 +5,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_released import write_fixture_caches
 
 from autobuild_lib.cli import main
 from autobuild_lib.core.spaces import mbv3
-
-from fixtures_released import write_fixture_caches
 
 
 def test_help_lists_subcommands():

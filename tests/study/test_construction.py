@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-from pathlib import Path
 
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_released import fixture_labels, sample_archs
 
-from autobuild_lib.study import construction as C
 from autobuild_lib.benchmarks.labelled import from_frame
 from autobuild_lib.benchmarks.miniofa.evaluator import Evaluator
-from autobuild_lib.paths import NOTEBOOK_DIR
 from autobuild_lib.core.search import StageFull
 from autobuild_lib.core.spaces.ofa import OFASpace, mbv3
 from autobuild_lib.core.training import TrainConfig
-
-from fixtures_released import fixture_labels, sample_archs
+from autobuild_lib.paths import NOTEBOOK_DIR
+from autobuild_lib.study import construction as C
 
 OBJ = [True, False]  # acc maximised, latency minimised
 

@@ -88,8 +88,8 @@ def _reliability(root: Path) -> str:
 
 def _progress(root: Path) -> str:
     """Finished work units per stage and space, and statistics of the finished labels."""
-    from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
     from autobuild_lib.benchmarks.miniofa.constants import UNIT_COLUMNS
+    from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
 
     lines = ["| space | " + " | ".join(UNIT_COLUMNS) + " |", "|---|" + "---|" * len(UNIT_COLUMNS)]
     stats = []

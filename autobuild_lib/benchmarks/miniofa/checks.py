@@ -66,8 +66,8 @@ def _partial_frame(space: str, root: Path):
     """``arch, flops, n_params, latency_cpu`` of the benchmark archs from the finished work units."""
     import pandas as pd
 
-    from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
     from autobuild_lib.benchmarks.miniofa.constants import benchmark_archs
+    from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
 
     sp = space_of(space)
     static = ShardStore(root / "work" / space / "static").rows()

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from autobuild_lib.benchmarks.pipeline.manifest import sha256_file
-from autobuild_lib.core.spaces.ofa import OFAArch
 from autobuild_lib.benchmarks.miniofa.constants import LABEL_COLUMNS, MINI_OFA_DIR
 from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, static_unit
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
+from autobuild_lib.benchmarks.pipeline.manifest import sha256_file
+from autobuild_lib.core.spaces.ofa import OFAArch
 
 __all__ = ["Evaluator"]
 

@@ -43,14 +43,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
-from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
+from autobuild_lib.benchmarks.miniofa.constants import (
+    ARCH_SEED,
+    LABEL_COLUMNS,
+    MINI_OFA_DIR,
+    STAGES,
+    UNIT_COLUMNS,
+    WORK_CACHE,
+    benchmark_archs,
+    load_mini_ofa,
+    regenerate_command,
+)
 from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
 from autobuild_lib.benchmarks.miniofa.supernet import SupernetConfig, Trainer, build_data, space_of
-from autobuild_lib.benchmarks.miniofa.constants import (ARCH_SEED, LABEL_COLUMNS, MINI_OFA_DIR, STAGES,
-                                                        UNIT_COLUMNS, WORK_CACHE, benchmark_archs,
-                                                        load_mini_ofa, regenerate_command)
+from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import log_run, now_utc
+from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
 __all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
            "generate", "load_mini_ofa", "regenerate_command"]

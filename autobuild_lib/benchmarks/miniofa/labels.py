@@ -28,9 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autobuild_lib.core.spaces.ofa import OFASpace
 from autobuild_lib.benchmarks.miniofa.reliability import split_halves
-from autobuild_lib.benchmarks.miniofa.supernet import (MiniData, SupernetConfig, build_data, build_supernet, evaluate_subnet, extract_subnet, space_of)
+from autobuild_lib.benchmarks.miniofa.supernet import (
+    MiniData,
+    SupernetConfig,
+    build_data,
+    build_supernet,
+    evaluate_subnet,
+    extract_subnet,
+    space_of,
+)
+from autobuild_lib.core.spaces.ofa import OFASpace
 
 __all__ = ["static_unit", "latency_unit", "acc_unit", "measure_latency_ms", "save_supernet", "load_supernet",
            "machine_info", "count_flops"]
@@ -46,8 +54,9 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    import ofa  # noqa: F401  (version of the installed package)
     from importlib.metadata import version
+
+    import ofa  # noqa: F401  (version of the installed package)
 
     return {"cpu": model or "unknown", "n_cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "ofa": version("ofa"),

@@ -22,8 +22,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from autobuild_lib.core.spaces.ofa import OFASpace
 from autobuild_lib.benchmarks.miniofa.supernet import MiniData, evaluate_subnet
+from autobuild_lib.core.spaces.ofa import OFASpace
 
 __all__ = ["split_halves", "sample_archs", "measure_reliability", "split_half_by_size"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autobuild_lib.benchmarks.pipeline.manifest import verify_file
 from autobuild_lib.benchmarks.minisd.card import REGENERATE
 from autobuild_lib.benchmarks.minisd.constants import MINI_SD_DIR
+from autobuild_lib.benchmarks.pipeline.manifest import verify_file
 from autobuild_lib.benchmarks.pipeline.missing import DataMissing
 
 __all__ = ["MiniSD", "MiniSDHW", "mini_sd_dir", "load_mini_sd", "load_mini_sd_hw", "SD_FILES", "CONSTRUCTION_FILES",

@@ -46,16 +46,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
-from autobuild_lib.benchmarks.pipeline.stages import run_stages
-from autobuild_lib.benchmarks.minisd.constants import (ARCH_SEED, CKPT_EVERY, CONFIG, HW_FT_FACTOR, HW_METHODS, HW_METRICS, LABEL_SEED, LATENCY_REPEATS, LATENCY_ROUNDS, MINI_SD_DIR, N_LABELS, N_RELIABILITY, SECOND_SEED, STAGES, WORK_CACHE)
-from autobuild_lib.core.spaces import get_space
-from autobuild_lib.core.spaces.sd import SDArch
-from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
+from autobuild_lib.benchmarks.minisd.constants import (
+    ARCH_SEED,
+    CKPT_EVERY,
+    CONFIG,
+    HW_FT_FACTOR,
+    HW_METHODS,
+    HW_METRICS,
+    LABEL_SEED,
+    LATENCY_REPEATS,
+    LATENCY_ROUNDS,
+    MINI_SD_DIR,
+    N_LABELS,
+    N_RELIABILITY,
+    SECOND_SEED,
+    STAGES,
+    WORK_CACHE,
+)
 from autobuild_lib.benchmarks.minisd.fid import FeatureNet, classifier_accuracy, fid_metric, train_classifier
 from autobuild_lib.benchmarks.minisd.task import MiniSDConfig, load_task
 from autobuild_lib.benchmarks.minisd.train import label_variant, train_unet
 from autobuild_lib.benchmarks.minisd.unet import MiniUNet
+from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
+from autobuild_lib.benchmarks.pipeline.stages import run_stages
+from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
+from autobuild_lib.core.spaces import get_space
+from autobuild_lib.core.spaces.sd import SDArch
 
 __all__ = ["MINI_SD_DIR", "CONFIG", "STAGES", "N_LABELS", "N_RELIABILITY", "benchmark_archs", "generate"]
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autobuild_lib.core.spaces.sd import SDArch
 from autobuild_lib.benchmarks.minisd.diffusion import Schedule, ddim_inpaint, diffusion_loss
 from autobuild_lib.benchmarks.minisd.fid import FeatureNet, fid_metric
 from autobuild_lib.benchmarks.minisd.masks import CANVAS, eval_masks, random_masks
 from autobuild_lib.benchmarks.minisd.task import MiniSDConfig
 from autobuild_lib.benchmarks.minisd.unet import MiniUNet, inherit
+from autobuild_lib.core.spaces.sd import SDArch
 
 __all__ = ["train_unet", "inpaint_eval_set", "evaluate", "count_cost", "finetune_variant", "label_variant"]
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autobuild_lib.benchmarks.panoptic.constants import (ARCH_SEED, BACKBONE, CONFIG, MINI_PANOPTIC_DIR, N_FULL, RELIABILITY_SEED, STAGES)
+from autobuild_lib.benchmarks.panoptic.constants import (
+    ARCH_SEED,
+    BACKBONE,
+    CONFIG,
+    MINI_PANOPTIC_DIR,
+    N_FULL,
+    RELIABILITY_SEED,
+    STAGES,
+)
 from autobuild_lib.benchmarks.panoptic.train import PanopticConfig
 
 __all__ = ["REGENERATE", "write_card"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from autobuild_lib.benchmarks.pipeline.manifest import verify_file
 from autobuild_lib.benchmarks.panoptic.card import REGENERATE
 from autobuild_lib.benchmarks.panoptic.constants import MINI_PANOPTIC_DIR
+from autobuild_lib.benchmarks.pipeline.manifest import verify_file
 from autobuild_lib.benchmarks.pipeline.missing import DataMissing
 
 __all__ = ["MiniPanoptic", "FILES", "LABEL_FILES", "OPTIONAL_FILES", "STAGE_OF", "mini_panoptic_dir", "load_mini_panoptic",

@@ -46,12 +46,36 @@ import numpy as np
 import pandas as pd
 import torch
 
+from autobuild_lib.benchmarks.miniofa.supernet import space_of
+from autobuild_lib.benchmarks.panoptic.constants import (
+    ARCH_SEED,
+    BACKBONE,
+    CONFIG,
+    EQUATIONS,
+    MINI_PANOPTIC_DIR,
+    N_FULL,
+    N_NOISE,
+    N_PSEUDO,
+    N_RELIABILITY,
+    NOISE_SIZES,
+    PREDICTOR_EPOCHS,
+    RELIABILITY_SEED,
+    STAGES,
+    WORK_CACHE,
+    K,
+)
+from autobuild_lib.benchmarks.panoptic.train import (
+    PanopticConfig,
+    build_data,
+    build_model,
+    full_label,
+    pseudo_label,
+    sample_archs,
+    train_supernet,
+)
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
-from autobuild_lib.benchmarks.panoptic.constants import (ARCH_SEED, BACKBONE, CONFIG, EQUATIONS, K, MINI_PANOPTIC_DIR, NOISE_SIZES, N_FULL, N_NOISE, N_PSEUDO, N_RELIABILITY, PREDICTOR_EPOCHS, RELIABILITY_SEED, STAGES, WORK_CACHE)
-from autobuild_lib.benchmarks.miniofa.supernet import space_of
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
-from autobuild_lib.benchmarks.panoptic.train import (PanopticConfig, build_data, build_model, full_label, pseudo_label, sample_archs, train_supernet)
 
 __all__ = ["MINI_PANOPTIC_DIR", "BACKBONE", "CONFIG", "STAGES", "EQUATIONS", "N_PSEUDO", "N_FULL", "K",
            "benchmark_archs", "generate"]

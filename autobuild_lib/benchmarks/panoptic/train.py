@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
-from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
 from autobuild_lib.benchmarks.panoptic.model import PanopticNet, panoptic_maps
 from autobuild_lib.benchmarks.panoptic.mosaics import STUFF, THINGS, Mosaics, make_mosaics, pq_counts, pq_from_counts
+from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
 
 __all__ = ["PanopticConfig", "PanopticData", "build_data", "build_model", "fixed_resolution", "sample_archs", "noise_mosaics",
            "train_supernet", "static_model", "recalibrate_bn", "pq_stats", "pseudo_label", "finetune_subnet", "full_label",

@@ -12,6 +12,7 @@ from pathlib import Path
 from autobuild_lib.benchmarks.miniofa.labels import machine_info
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 
+
 def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
