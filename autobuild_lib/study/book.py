@@ -71,7 +71,8 @@ _PAPERMILL_BANNER = "papermill-error-cell-tag"
 
 
 def present(path: Path, missing: str | None = None) -> None:
-    """Make an executed notebook readable as a book page: code behind a toggle (``hide-input``) and,
+    """Make an executed notebook readable as a book page: code behind a toggle (``hide-input``), no
+    stderr (warnings, progress bars) and,
     when the chapter stopped on missing data, the reason in prose instead of papermill's banner
     and the traceback."""
     nb = nbformat.read(path, as_version=4)
@@ -82,8 +83,9 @@ def present(path: Path, missing: str | None = None) -> None:
         tags = c.metadata.setdefault("tags", [])
         if HIDE not in tags:
             tags.append(HIDE)
-        if missing is not None:
-            c.outputs = [o for o in c.get("outputs", []) if o.get("output_type") != "error"]
+        # library warnings and progress bars (stderr) are not for the reader
+        c.outputs = [o for o in c.get("outputs", []) if o.get("name") != "stderr"
+                     and (missing is None or o.get("output_type") != "error")]
     if missing is not None:
         at = next((i for i, c in enumerate(cells) if c.cell_type == "code"), 0)
         cells.insert(at, nbformat.v4.new_markdown_cell(
