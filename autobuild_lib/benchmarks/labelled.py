@@ -30,21 +30,27 @@ class LabelledSet:
     graphs: GraphTable
 
     def labels(self, equation: str | LabelEquation) -> np.ndarray:
-        """Evaluate a label equation (e.g. ``"acc/latency_cpu"``) on every row."""
+        """Evaluate a label equation (e.g. ``"acc/latency_cpu"``) on every row; refuses
+        NaN/inf and constant labels (:meth:`LabelEquation.labels`)."""
         eq = equation if isinstance(equation, LabelEquation) else LabelEquation.parse(equation)
-        y = np.asarray(eq(self.frame), dtype=np.float64)
-        return np.broadcast_to(y, (len(self.frame),)).copy()
+        return eq.labels(self.frame, len(self.frame))
+
+
+def read_csv_file(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """Read any CSV file; errors name the file, what was wrong and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable CSV {what} ({' '.join(str(exc).split())}); "
+                         "replace or delete the file") from None
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a benchmark CSV; errors name the file and what was wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark table {path} not found")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable CSV table: {exc}") from exc
+    frame = read_csv_file(path, "benchmark table")
     if "arch" not in frame.columns:
         raise ValueError(f"{path} has no 'arch' column; columns: {list(frame.columns)}")
     return frame

@@ -42,7 +42,7 @@ import binascii
 import collections
 import math
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -86,8 +86,8 @@ OFA_CACHE_SPACES: dict[str, str] = {
 IR_CACHE = "ofa_mbv3_pn_onnx_ir_cache.pkl"
 REQUIRED_FILES: tuple[str, ...] = (*OFA_CACHE_SPACES, IR_CACHE)
 _DESCRIPTIONS = {
-    "ofa_mbv3_custom_cache.pkl": "3k MBv3 archs: acc, latency_gpu/cpu/npu, flops, n_params",
-    "ofa_pn_custom_cache.pkl": "3k PN archs: acc, latency_gpu/cpu/npu, flops, n_params",
+    "ofa_mbv3_custom_cache.pkl": "3k MBv3 archs: acc, latency_gpu/cpu/npu (flops, n_params if present)",
+    "ofa_pn_custom_cache.pkl": "3k PN archs: acc, latency_gpu/cpu/npu (flops, n_params if present)",
     "ofa_mbv3_pan_seg_custom_cache.pkl": "MBv3 panoptic archs: pan_seg_PQ, flops_pan_seg",
     "ofa_pn_pan_seg_custom_cache.pkl": "PN panoptic archs: pan_seg_PQ, flops_pan_seg",
     IR_CACHE: "3k MBv3 + 3k PN archs as ONNX IR graphs",
@@ -163,10 +163,54 @@ def _numpy_scalar(dtype: np.dtype, data: bytes) -> Any:
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
-def _numpy_reconstruct(cls: type, shape: Any, typecode: Any) -> np.ndarray:
-    """``numpy.core.multiarray._reconstruct`` for plain ``ndarray`` only."""
-    if cls is not np.ndarray:
+#: Largest object a pickle may ask a constructor to allocate from a count (``bytes(n)``,
+#: ``list(range(n))``, ``ndarray(shape)``): the released caches never do, a crafted 35-byte
+#: pickle could otherwise allocate gigabytes.  Data stored inline in the pickle is not capped.
+MAX_ALLOCATED_ITEMS = 1 << 20
+
+
+def _check_count(what: str, n: int) -> None:
+    if n > MAX_ALLOCATED_ITEMS:
+        raise pickle.UnpicklingError(f"{what} of {n} items is larger than the {MAX_ALLOCATED_ITEMS} admitted")
+
+
+def _capped(kind: type) -> Callable[..., Any]:
+    """``kind(*args)`` that refuses to allocate more than :data:`MAX_ALLOCATED_ITEMS` from a count or range."""
+    def make(*args: Any) -> Any:
+        for a in args:
+            if isinstance(a, int) and not isinstance(a, bool) and kind in (bytes, bytearray):
+                _check_count(f"{kind.__name__}({a})", a)
+            elif isinstance(a, range):
+                _check_count(f"{kind.__name__} of a range", len(a))
+        return kind(*args)
+
+    make.__name__ = kind.__name__
+    return make
+
+
+def _shape_size(shape: Any) -> int:
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise pickle.UnpicklingError(f"ndarray shape {shape!r} is not a tuple of non-negative integers")
+    return int(np.prod(dims, dtype=object)) if dims else 1
+
+
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` in a pickle: passed to ``_reconstruct``, or called with a capped shape."""
+
+    def __call__(self, shape: Any, *args: Any) -> np.ndarray:
+        _check_count(f"ndarray of shape {shape!r}", _shape_size(shape))
+        return np.ndarray(shape, *args)
+
+
+_NDARRAY = _NdarrayType()
+
+
+def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct`` for plain ``ndarray`` only, of capped size."""
+    if cls is not _NDARRAY:
         raise pickle.UnpicklingError(f"numpy _reconstruct of {cls!r} is not admitted")
+    _check_count(f"ndarray of shape {shape!r}", _shape_size(shape))
     return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
@@ -181,12 +225,13 @@ _BUILTINS = (dict, list, tuple, set, frozenset, str, bytes, bytearray, int, floa
              slice, range, object)
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     **{("builtins", t.__name__): t for t in _BUILTINS},
+    **{("builtins", t.__name__): _capped(t) for t in (bytes, bytearray, list, tuple, set, frozenset)},
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
     ("_codecs", "encode"): _encode_text,
     ("copyreg", "_reconstructor"): _reconstructor,
     ("numpy", "dtype"): np.dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     **{(m, "scalar"): _numpy_scalar for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
     **{(m, "_reconstruct"): _numpy_reconstruct for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
 }
@@ -210,7 +255,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return self.mapped[key]
         if self.mapped:
             hint = (f" If it is a plain data class of the authors' code, add ({module!r}, {name!r}): "
-                    "PickledObject to autobuild_lib.released.IR_CLASS_MAP.")
+                    "PickledObject to autobuild_lib.benchmarks.released.IR_CLASS_MAP.")
         elif key in IR_CLASS_MAP:
             hint = " This looks like the IR cache; read it with load_ir_cache, not as an OFA cache."
         else:

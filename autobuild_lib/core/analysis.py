@@ -28,7 +28,6 @@ chapters never type one in.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -38,7 +37,8 @@ from scipy.stats import spearmanr
 from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.scoring import label_moments
 from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
-from autobuild_lib.core.training import TrainConfig, train_predictor
+from autobuild_lib.core.train_many import TrainTask, train_many
+from autobuild_lib.core.training import TrainConfig
 
 __all__ = ["CONSISTENT", "INCONSISTENT", "UNDETERMINED", "NOT_COMPARABLE", "LOSSES",
            "verdict", "verdict_close", "claims_frame", "disagreements", "space_overview", "unit_overview",
@@ -188,37 +188,38 @@ def depth_effect(space: OFASpace, archs: Sequence[OFAArch], y: np.ndarray) -> pd
 # ---------------------------------------------------------- hop-level SRCC
 def hop_srcc_runs(table: GraphTable, labels: Mapping[str, np.ndarray], seeds: Sequence[int],
                   epochs: int, losses: Sequence[str] = ("autobuild", "mse"), space: str = "",
-                  progress: bool = False, **config: object) -> pd.DataFrame:
+                  progress: bool = False, n_jobs: int = -1, **config: object) -> pd.DataFrame:
     """Train one predictor per (label, loss, seed) and return their test metrics.
+
+    The predictors train ``n_jobs`` at a time (:func:`~autobuild_lib.core.train_many.train_many`,
+    -1: all cores), with the same results as one after another; ``progress`` is unused then.
 
     ``labels`` maps a label name to one value per graph of ``table``.  The seed fixes both the
     90/10 split and the initialisation (``TrainConfig.seed``), so the two losses of one seed
     share the split.  Columns: space, label, loss, seed, epochs, n_train, n_test,
     ``srcc_h0`` ... ``srcc_hM`` (test SRCC of ``||h_G^m||_1``), ``srcc_head`` (of the MLP
-    prediction), mae (label units) and seconds (wall time of training, not deterministic).
+    prediction), mae (label units), seconds and cpu_seconds (wall and CPU time of training, not
+    deterministic).
     """
     bad = [x for x in losses if x not in LOSSES]
     if bad:
         raise ValueError(f"unknown losses {bad}; choose from {sorted(LOSSES)}")
     if not seeds:
         raise ValueError("need at least one seed")
+    keys = [(name, loss, int(s)) for name in labels for loss in losses for s in seeds]
+    tasks = [TrainTask(table, labels[name], TrainConfig(epochs=epochs, seed=s, hop_srcc=LOSSES[loss], **config))
+             for name, loss, s in keys]
     rows = []
-    for name, y in labels.items():
-        for loss in losses:
-            for s in seeds:
-                cfg = TrainConfig(epochs=epochs, seed=int(s), hop_srcc=LOSSES[loss], **config)
-                t = time.perf_counter()
-                res = train_predictor(table, y, cfg, progress=progress)
-                secs = time.perf_counter() - t
-                if not res.metrics:
-                    raise ValueError(f"label {name!r}: the test split of {len(table)} graphs is too small "
-                                     "for test metrics (need >= 2 test graphs)")
-                m = res.metrics
-                row = {"space": space, "label": name, "loss": loss, "seed": int(s), "epochs": epochs,
-                       "n_train": len(res.train_idx), "n_test": m["n_test"]}
-                row.update({f"srcc_h{h}": v for h, v in enumerate(m["srcc_hop"])})
-                row.update({"srcc_head": m["srcc_pred"], "mae": m["mae"], "seconds": secs})
-                rows.append(row)
+    for (name, loss, s), (res, secs, cpu) in zip(keys, train_many(tasks, n_jobs=n_jobs)):
+        if not res.metrics:
+            raise ValueError(f"label {name!r}: the test split of {len(table)} graphs is too small "
+                             "for test metrics (need >= 2 test graphs)")
+        m = res.metrics
+        row = {"space": space, "label": name, "loss": loss, "seed": s, "epochs": epochs,
+               "n_train": len(res.train_idx), "n_test": m["n_test"]}
+        row.update({f"srcc_h{h}": v for h, v in enumerate(m["srcc_hop"])})
+        row.update({"srcc_head": m["srcc_pred"], "mae": m["mae"], "seconds": secs, "cpu_seconds": cpu})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -18,6 +18,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from autobuild_lib.core.chain_predictor import fit_chain, is_chain_table
 from autobuild_lib.core.graphs import FeatureSchema, GraphTable
 from autobuild_lib.core.losses import AutoBuildLoss
 from autobuild_lib.core.predictor import AutoBuildPredictor
@@ -90,16 +91,21 @@ def _check_labels(table: GraphTable, y: np.ndarray) -> np.ndarray:
     if not np.isfinite(y).all():
         bad = np.flatnonzero(~np.isfinite(y))[:5].tolist()
         raise ValueError(f"labels contain NaN/inf at rows {bad}; clean the label column first")
+    if len(y) > 1 and np.ptp(y) == 0:
+        raise ValueError(f"every label is {y[0]:g}; a predictor cannot learn a ranking from constant labels")
     return y
 
 
 def train_predictor(table: GraphTable, y: np.ndarray, config: TrainConfig | None = None,
                     train_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None,
-                    progress: bool = True) -> TrainResult:
+                    progress: bool = True, fast: bool = True) -> TrainResult:
     """Train an AutoBuild predictor on ``table`` with labels ``y``.
 
     Pass ``train_idx``/``test_idx`` to fix the split (e.g. for k-fold
     ensembles); otherwise a 90/10 split is drawn with ``config.seed``.
+    ``fast`` trains chain graphs (OFA sequence graphs) on the equivalent
+    dense path of :mod:`~autobuild_lib.core.chain_predictor`; other graphs, or
+    ``fast=False``, take the PyG path.
     """
     config = config or TrainConfig()
     y = _check_labels(table, y)
@@ -119,7 +125,10 @@ def train_predictor(table: GraphTable, y: np.ndarray, config: TrainConfig | None
     history = []
     with single_thread(), flat_parameters(model) as flat:
         opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay)
-        _fit(model, opt, flat, loss_fn, table, ys, train_idx, rng, config, history, progress)
+        if fast and is_chain_table(table):
+            fit_chain(model, opt, flat, table, ys, train_idx, rng, config, history, progress)
+        else:
+            _fit(model, opt, flat, loss_fn, table, ys, train_idx, rng, config, history, progress)
     result = TrainResult(model, config, train_idx, test_idx, y_mean, y_std, history=history)
     if len(test_idx) > 1:
         result.metrics = evaluate_predictor(result, table, y, test_idx)
@@ -219,10 +228,17 @@ def load_result(path: str | Path, schema: FeatureSchema) -> tuple[TrainResult, d
     except FileNotFoundError:
         raise FileNotFoundError(f"predictor file {path} not found; create it with `autobuild train`") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise ValueError(f"{path} is not a saved AutoBuild predictor: {exc}") from exc
-    config = TrainConfig(**blob["config"])
-    model = AutoBuildPredictor(schema, hidden=config.hidden, n_layers=config.n_layers)
-    model.load_state_dict(blob["state_dict"])
-    result = TrainResult(model.eval(), config, np.array(blob["train_idx"]), np.array(blob["test_idx"]),
-                         blob["y_mean"], blob["y_std"], blob["metrics"], blob["history"])
-    return result, blob["extra"]
+        raise ValueError(f"{path} is not a predictor saved by `autobuild train` (torch cannot read it: "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}); pass the .pt file "
+                         "that `autobuild train --out` wrote") from None
+    try:
+        config = TrainConfig(**blob["config"])
+        model = AutoBuildPredictor(schema, hidden=config.hidden, n_layers=config.n_layers)
+        model.load_state_dict(blob["state_dict"])
+        result = TrainResult(model.eval(), config, np.array(blob["train_idx"]), np.array(blob["test_idx"]),
+                             blob["y_mean"], blob["y_std"], blob["metrics"], blob["history"])
+        extra = dict(blob["extra"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} is a torch file but not a predictor saved by `autobuild train` "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); retrain it") from None
+    return result, extra

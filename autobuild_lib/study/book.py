@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR, STUDY_CONFIG
+from autobuild_lib.paths import BOOK_DIR, NOTEBOOK_DIR, REPO_ROOT, STUDY_CONFIG
 from autobuild_lib.study.claims import CLAIMS_ENV
 from autobuild_lib.study.config import load_study_config, notebook_parameters
 
@@ -53,16 +53,21 @@ def execute_notebook(src: Path, dst: Path, config: Path = STUDY_CONFIG, progress
     params = notebook_parameters(cfg, src.stem, declared, **overrides)
     dst.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    old = os.environ.get(CLAIMS_ENV)
-    os.environ[CLAIMS_ENV] = str(dst.parent / "claims")  # the kernel inherits it: see autobuild_lib.study.claims
+    # the kernel inherits both: where claims go (see autobuild_lib.study.claims), and this checkout's
+    # package first on its path, so a chapter runs the library it sits next to
+    env = {CLAIMS_ENV: str(dst.parent / "claims"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL,
                             cwd=str(src.parent), progress_bar=progress)
     finally:
-        if old is None:
-            os.environ.pop(CLAIMS_ENV, None)
-        else:
-            os.environ[CLAIMS_ENV] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return params, time.perf_counter() - start
 
 

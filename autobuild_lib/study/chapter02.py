@@ -79,6 +79,12 @@ def load_data(SPACES, data_dir, dataset, labels, n_archs, profile, seed):
     sets = None
     study.require(dataset, data_dir, spaces=SPACES)
     sets = {sp: study.load_set(dataset, sp, data_dir, n=n_archs, seed=seed) for sp in SPACES}
+    if {"flops", "n_params"} & set(labels):  # absent from caches with only the README's labels: computed
+        from autobuild_lib.benchmarks import released_flops
+
+        for note in [released_flops.fill_static(s.frame, sp) for sp, s in sets.items()]:
+            if note:
+                print(note)
     for sp, s in sets.items():
         missing = [c for c in labels if c not in s.frame.columns]
         if missing:

@@ -6,7 +6,9 @@ Every classification chapter takes ``dataset`` = ``"mini-ofa"`` (the study's own
 into a :class:`~autobuild_lib.benchmarks.labelled.LabelledSet` whose frame has ``arch`` and label
 columns with the same meaning: ``acc`` (top-1 %), ``latency_cpu`` (ms), ``flops`` (MFLOPs),
 ``n_params``; the release adds ``latency_gpu`` and ``latency_npu``, the Mini-OFA benchmark
-adds ``ce`` and ``flops_mini``.
+adds ``ce`` and ``flops_mini``.  The authors' README names only accuracy and latency for the
+released caches: where ``flops`` / ``n_params`` are absent, a chapter computes them with
+:func:`autobuild_lib.benchmarks.released_flops.fill_static` or leaves them out and says so.
 
 :func:`require` is the first thing a chapter calls: when files are missing it raises
 :class:`DataMissing`, whose message names each missing file and how to get it.
@@ -54,6 +56,19 @@ def _check_dataset(dataset: str) -> None:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
 
 
+def _committed(root: Path, files: Sequence[str]) -> list[str]:
+    """Those of ``files`` (names inside ``root``) that git has committed, so that
+    ``git checkout`` can restore them; none when ``root`` is not in a git work tree."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files", "--", *files], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [f for f in files if f in out]
+
+
 def _mini_files(spaces: Sequence[str], ir: bool) -> list[str]:
     files = [f"{s}.csv" for s in spaces]
     return files + ([f"ir-{s}.npz" for s in spaces] if ir else [])
@@ -73,8 +88,11 @@ def require(dataset: str, data_dir: str | Path | None = None, spaces: Sequence[s
         missing = [f for f in _mini_files(spaces, ir) if not (root / f).is_file()]
         if missing:
             cmd = f"python -m autobuild_lib generate mini-ofa --space {' '.join(spaces)}"
+            committed = _committed(root, missing)
+            restore = (f"Restore the committed file(s) with `git checkout -- {' '.join(str(root / f) for f in committed)}`; "
+                       if committed else "")
             raise DataMissing(f"the Mini-OFA benchmark is incomplete in {root}: missing {', '.join(missing)}. "
-                              f"Restore the committed files with `git checkout -- {root}` or generate them with "
+                              f"{restore}generate {'the others' if committed else 'them'} with "
                               f"`{cmd}` (hours on a 2-core CPU; see data/mini-ofa/DATA_CARD.md).")
         return
     if data_dir is None:

@@ -61,7 +61,7 @@ def test_sampler_is_seeded_and_covers_choices():
     ("224|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k9e4", r"stage 5 layer 2 .*allowed"),
     ("224|k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4", "stage 1 has 1 layers; allowed"),
     ("200|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4", "resolution 200"),
-    ("abc|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4", "not an integer"),
+    ("abc|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4", "not a plain integer"),
     ("224|k3e4,x|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4|k3e4,k3e4", r"stage 1 layer 2 is 'x'"),
 ])
 def test_bad_strings(bad, match):

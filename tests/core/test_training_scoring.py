@@ -105,7 +105,7 @@ def test_save_load_predict(tmp_path, small_run):
     assert extra == {"label": "acc"}
     np.testing.assert_allclose(predict(res, table)[0], predict(run.result, table)[0], rtol=1e-6)
     (tmp_path / "bad.pt").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not a saved AutoBuild predictor"):
+    with pytest.raises(ValueError, match="is not a predictor saved by `autobuild train`"):
         load_result(tmp_path / "bad.pt", OFA_SCHEMA)
     with pytest.raises(FileNotFoundError, match="autobuild train"):
         load_result(tmp_path / "none.pt", OFA_SCHEMA)

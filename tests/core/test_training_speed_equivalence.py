@@ -102,7 +102,7 @@ def test_training_is_bit_identical_to_reference_loop(kind, sd):
     train_idx = np.sort(np.random.default_rng(2).permutation(len(table))[:129])
     config = TrainConfig(epochs=3, batch_size=64, seed=5)
     fast = train_predictor(table, y, config, train_idx=train_idx, test_idx=np.array([], dtype=np.int64),
-                           progress=False)
+                           progress=False, fast=False)
     model, history = _reference_train(table, y, config, train_idx)
     assert fast.history == history
     ref_state = model.state_dict()

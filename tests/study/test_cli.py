@@ -14,7 +14,7 @@ from autobuild_lib.core.spaces import mbv3
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "autobuild_lib", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for cmd in ("spaces", "train", "score", "construct", "search", "bench", "data", "book"):
+    for cmd in ("spaces", "train", "score", "construct", "search", "bench", "data", "book", "generate", "evaluate"):
         assert cmd in out
 
 

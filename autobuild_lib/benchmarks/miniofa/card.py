@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from autobuild_lib.benchmarks.miniofa.constants import ARCH_SEED, MINI_OFA_DIR, STAGES, regenerate_command
+from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
 __all__ = ["write_card"]
 
@@ -185,6 +186,51 @@ def _stats(root: Path) -> str:
     return "\n".join(parts)
 
 
+def _label_figures(root: Path) -> str:
+    """Split-half reliability over every labelled architecture and SRCC of acc with the cost labels."""
+    from scipy.stats import spearmanr
+
+    from autobuild_lib.benchmarks.miniofa.supernet import space_of
+    from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
+
+    rows = []
+    for s in SPACES:
+        acc = ShardStore(root / "work" / s / "acc").rows()
+        if not acc:
+            continue
+        d = pd.DataFrame(list(acc.values()))
+        for stage in ("static", "latency"):
+            d = d.merge(pd.DataFrame(list(ShardStore(root / "work" / s / stage).rows().values())), on="arch", how="left")
+        arch = [space_of(s).from_string(a) for a in d["arch"]]
+        d["depth"], d["resolution"] = [a.n_layers for a in arch], [a.resolution for a in arch]
+        r_half = spearmanr(d["acc_a"], d["acc_b"])[0] if {"acc_a", "acc_b"} <= set(d) else float("nan")
+        rows.append({"space": s, "labelled": len(d), "SRCC(acc_a, acc_b)": r_half,
+                     "Spearman-Brown": 2 * r_half / (1 + r_half), "acc std": d["acc"].std(),
+                     **{f"SRCC(acc, {c})": spearmanr(d["acc"], d[c])[0]
+                        for c in ("flops", "depth", "resolution", "latency_cpu")}})
+    if not rows:
+        return "No accuracy labels yet."
+    return (pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n\n`acc_a` / `acc_b` are the "
+            "accuracies on the two stratified halves of the evaluation canvases (`acc` is their mean); the "
+            "Spearman-Brown figure is the reliability of `acc` itself. `latency_cpu` here is the single-pass "
+            "measurement until the shuffled latency rounds are complete.")
+
+
+def _speed(root: Path) -> str:
+    r = _read(root / "label-speed.json")
+    if r is None:
+        return "not measured"
+    lines = [f"Measured by `scripts/label_speed.py` on {r['machine']['cpu']} ({r['machine']['n_cpus']} cores, "
+             f"1 torch thread), baseline and new code alternating in one process:", "",
+             "| space | subnets re-labelled | max abs diff acc / acc_a / acc_b vs stored | CPU s/label before | after | speed-up |",
+             "|---|---|---|---|---|---|"]
+    for s, x in r["spaces"].items():
+        d = x["max_abs_diff_vs_stored"]
+        lines.append(f"| {s} | {x['n_subnets']} | {d['acc']:g} / {d['acc_a']:g} / {d['acc_b']:g} | "
+                     f"{x['baseline_s_per_label']['cpu']:.2f} | {x['new_s_per_label']['cpu']:.2f} | {x['speedup_cpu']:.2f}x |")
+    return "\n".join(lines)
+
+
 def _config(root: Path) -> str:
     lines = []
     for s in SPACES:
@@ -243,6 +289,12 @@ Designs tried before this one: see `PILOT.md`{' (below)' if pilot.exists() else 
 ## Latency predictors
 {_latency_models(root)}
 
+## Accuracy labels measured so far
+{_label_figures(root)}
+
+Evaluation speed (inputs prepared once per resolution, BatchNorm folded, `torch.inference_mode`):
+{_speed(root)}
+
 ## Label statistics
 {_stats(root)}
 
@@ -259,7 +311,8 @@ Every file here is listed with its sha256 in `MANIFEST.json`; loading a table ve
     if pilot.exists():
         text += "\n## Pilot designs (PILOT.md)\n\n" + pilot.read_text().split("\n", 1)[1]
     out = root / "DATA_CARD.md"
-    tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    with folder_lock(root):  # another generator may be writing the card
+        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, out)
     return out

@@ -102,7 +102,7 @@ def run_checks(space: str, root: str | Path, n_repeat: int = 50, n_exact: int = 
     with tempfile.TemporaryDirectory() as tmp:
         a_path, o_path = Path(tmp) / "archs.json", Path(tmp) / "out.json"
         a_path.write_text(json.dumps(sub["arch"].tolist()))
-        code = (f"from autobuild_lib.miniofa.checks import reevaluate; "
+        code = (f"from autobuild_lib.benchmarks.miniofa.checks import reevaluate; "
                 f"reevaluate({space!r}, {str(root)!r}, {str(a_path)!r}, {str(o_path)!r}, partial={partial!r})")
         subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         again = json.loads(o_path.read_text())

@@ -16,6 +16,11 @@ MINI_OFA_DIR = DATA_DIR / "mini-ofa"
 WORK_CACHE = REPO_ROOT / ".cache" / "miniofa"
 ARCH_SEED = 1
 STAGES = ("supernet", "reliability", "static", "latency", "acc", "ir", "latency_model", "merge", "checks")
+#: Stages run only when named, in their own window with nothing else on the machine.
+EXCLUSIVE_STAGES = ("latency_pilot", "latency_rounds")
+#: Wall-time budget of one space's latency rounds (issue 20: about 1.5 hours).
+LATENCY_BUDGET_S = 5400.0
+LATENCY_PILOT = {"n_archs": 200, "rounds": 8, "passes": 21, "warmup": 3}
 UNIT_COLUMNS = {"static": ("flops", "n_params"), "latency": ("latency_cpu",),
                 "acc": ("acc", "acc_a", "acc_b", "ce", "flops_mini")}
 LABEL_COLUMNS = ("acc", "acc_a", "acc_b", "ce", "flops", "n_params", "latency_cpu", "flops_mini")

@@ -18,8 +18,16 @@ Stages (``python -m autobuild_lib generate mini-ofa --space mbv3|pn --stages ...
 ``latency_model``
     The k-GNN latency predictor (:mod:`autobuild_lib.core.latency`, paper recipe) trained on the
     measured latencies -> ``latency-<space>.pt`` and its test MAE / SRCC in ``latency-model-<space>.json``.
+``latency_pilot`` / ``latency_rounds`` (only when named: they need the machine to themselves)
+    Repeatable CPU latency (:mod:`autobuild_lib.benchmarks.miniofa.latency_rounds`): a pilot of 8 shuffled
+    rounds x 21 passes on 200 architectures chooses the rounds and passes that fit
+    :data:`LATENCY_BUDGET_S` per space (``latency-protocol-<space>.json``); then every round
+    visits all architectures in a new random order, stored per (round, architecture) in
+    ``work/<space>/latency_rounds/``.
 ``merge``
     When every unit is done: ``<space>.csv`` (``arch`` + label columns, rows in sample order).
+    ``latency_cpu`` comes from the rounds (with ``latency_cpu_a`` / ``latency_cpu_b``) once they
+    are complete, else from the single-pass ``latency`` stage.
 ``checks``
     The quality checks of the data card (:mod:`autobuild_lib.benchmarks.miniofa.checks`) -> ``checks-<space>.json``;
     then ``DATA_CARD.md`` is rewritten from everything recorded.
@@ -45,7 +53,10 @@ import pandas as pd
 
 from autobuild_lib.benchmarks.miniofa.constants import (
     ARCH_SEED,
+    EXCLUSIVE_STAGES,
     LABEL_COLUMNS,
+    LATENCY_BUDGET_S,
+    LATENCY_PILOT,
     MINI_OFA_DIR,
     STAGES,
     UNIT_COLUMNS,
@@ -55,12 +66,13 @@ from autobuild_lib.benchmarks.miniofa.constants import (
     regenerate_command,
 )
 from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
+from autobuild_lib.benchmarks.miniofa.latency_rounds import choose_protocol, rounds_store, run_rounds, summarise_rounds
 from autobuild_lib.benchmarks.miniofa.supernet import SupernetConfig, Trainer, build_data, space_of
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import log_run, now_utc
-from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
+from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, folder_lock, run_units
 
-__all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
+__all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "EXCLUSIVE_STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
            "generate", "load_mini_ofa", "regenerate_command"]
 
 #: Supernet designs tried for label reliability (table in data/mini-ofa/PILOT.md).  A design with
@@ -181,12 +193,15 @@ def _reliability(space: str, root: Path, design: str | SupernetConfig, work_dir:
 def _latency_model(space: str, keys: Sequence[str], root: Path, progress: bool, epochs: int = 500) -> dict:
     from autobuild_lib.core.latency import MIN_ARCHS, save_latency_predictor, train_latency_predictor
 
-    out = root / f"latency-{space}.pt"
-    if out.exists():
-        return {"skipped": f"{out.name} exists"}
+    out, js = root / f"latency-{space}.pt", root / f"latency-model-{space}.json"
     if len(keys) < MIN_ARCHS:
         return {"skipped": f"a latency predictor needs at least {MIN_ARCHS} architectures, the benchmark has {len(keys)}"}
-    rows = ShardStore(root / "work" / space / "latency").merged(keys)  # raises unless every latency is measured
+    lat, source = final_latency(space, keys, root)
+    trained_on = json.loads(js.read_text()).get("latency_source", "single pass (latency stage)") if js.exists() else None
+    if out.exists() and trained_on == source:
+        return {"skipped": f"{out.name} exists, trained on the {source} latencies"}
+    rows = (lat[["arch", "latency_cpu"]].to_dict("records") if lat is not None
+            else ShardStore(root / "work" / space / "latency").merged(keys))  # raises unless every latency is measured
     res = train_latency_predictor(space_of(space), [r["arch"] for r in rows], [r["latency_cpu"] for r in rows],
                                   epochs=epochs, seed=0, progress=progress)
     tmp = root / f".partial-{out.name}.{os.getpid()}"
@@ -198,12 +213,56 @@ def _latency_model(space: str, keys: Sequence[str], root: Path, progress: bool, 
                 res.predict([rows[i]["arch"] for i in res.test_idx])
                 - np.array([rows[i]["latency_cpu"] for i in res.test_idx]))
                 / np.array([rows[i]["latency_cpu"] for i in res.test_idx]))),
-            "epochs": epochs, "train_wall_s": float(res.train_wall_s), "config": res.config}
-    js = root / f"latency-model-{space}.json"
+            "epochs": epochs, "train_wall_s": float(res.train_wall_s), "config": res.config,
+            "latency_source": source}
     tmp = root / f".partial-{js.name}.{os.getpid()}"
     tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, js)
     return {k: info[k] for k in ("test_mae_ms", "test_srcc", "test_mape_pct")}
+
+
+def _latency_protocol(space: str, root: Path) -> dict | None:
+    path = root / f"latency-protocol-{space}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _latency_pilot(space: str, keys: Sequence[str], root: Path, progress: bool) -> dict:
+    p = LATENCY_PILOT
+    archs = [keys[i] for i in np.random.default_rng(ARCH_SEED).permutation(len(keys))[:p["n_archs"]]]
+    run_rounds(space, archs, rounds_store(root, space, "latency_pilot"), p["rounds"], p["passes"], p["warmup"],
+               progress=progress)
+    rows = list(rounds_store(root, space, "latency_pilot").rows().values())
+    _, measured = summarise_rounds(rows, archs, p["rounds"])
+    choice = choose_protocol(rows, len(keys), LATENCY_BUDGET_S)
+    out = {"space": space, "pilot": {**p, **measured}, **choice}
+    dest = root / f"latency-protocol-{space}.json"
+    tmp = root / f".partial-{dest.name}.{os.getpid()}"
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    os.replace(tmp, dest)
+    return {k: out[k] for k in ("rounds", "passes", "srcc_halves", "predicted_s")}
+
+
+def _latency_rounds(space: str, keys: Sequence[str], root: Path, progress: bool) -> dict:
+    proto = _latency_protocol(space, root)
+    if proto is None:
+        raise FileNotFoundError(f"latency-protocol-{space}.json not found: run the 'latency_pilot' stage first")
+    store = rounds_store(root, space)
+    rep = run_rounds(space, keys, store, proto["rounds"], proto["passes"], proto["warmup"], progress=progress)
+    _, info = summarise_rounds(list(store.rows().values()), keys, proto["rounds"])
+    return {**rep, **info}
+
+
+def final_latency(space: str, keys: Sequence[str], root: Path) -> tuple[pd.DataFrame | None, str]:
+    """``latency_cpu`` / ``_a`` / ``_b`` of ``keys`` from complete latency rounds (None while the
+    rounds are incomplete or absent), and a phrase naming the source the benchmark uses."""
+    proto = _latency_protocol(space, root)
+    if proto is not None:
+        try:
+            lat, _ = summarise_rounds(list(rounds_store(root, space).rows().values()), keys, proto["rounds"])
+            return lat, f"median of {proto['rounds']} shuffled rounds x {proto['passes']} passes"
+        except ValueError:
+            pass  # rounds incomplete: the single-pass latency stays, and the source says so
+    return None, "single pass (latency stage)"
 
 
 def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
@@ -213,11 +272,15 @@ def _merge(space: str, keys: Sequence[str], root: Path) -> dict:
         for c in cols:
             frame[c] = [row[c] for row in parts[stage]]
     frame = frame[["arch", *LABEL_COLUMNS]]
+    lat, source = final_latency(space, keys, root)
+    if lat is not None:
+        frame = frame.drop(columns="latency_cpu").merge(lat, on="arch", how="left")
+        frame = frame[["arch", *LABEL_COLUMNS, "latency_cpu_a", "latency_cpu_b"]]
     out = root / f"{space}.csv"
     tmp = root / f".partial-{out.name}.{os.getpid()}"
     frame.to_csv(tmp, index=False)
     os.replace(tmp, out)
-    return {"rows": len(frame)}
+    return {"rows": len(frame), "latency_source": source}
 
 
 def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: str | Path = MINI_OFA_DIR,
@@ -226,15 +289,16 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
     """Run ``stages`` for ``space``; each is resumable and skips what is done.  Returns a report per stage."""
     if space not in ("mbv3", "pn"):
         raise ValueError(f"unknown space {space!r}; choose 'mbv3' or 'pn'")
-    bad = [s for s in stages if s not in STAGES]
+    bad = [s for s in stages if s not in STAGES + EXCLUSIVE_STAGES]
     if bad:
-        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES)}")
+        raise ValueError(f"unknown stages {bad}; choose from {list(STAGES + EXCLUSIVE_STAGES)}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     sp = space_of(space)
     keys = [sp.to_string(a) for a in benchmark_archs(space, n)]
     report = {}
-    for stage in [s for s in STAGES if s in stages]:
+    order = STAGES[:STAGES.index("latency") + 1] + EXCLUSIVE_STAGES + STAGES[STAGES.index("latency") + 1:]
+    for stage in [s for s in order if s in stages]:
         t0, started = time.perf_counter(), now_utc()
         if stage == "supernet":
             rep = _train_supernet(space, root, design, Path(work_dir), time_budget_s, progress)
@@ -253,6 +317,10 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
             rep = _reliability(space, root, design, Path(work_dir), progress)
         elif stage == "ir":
             rep = _ir(space, keys, root)
+        elif stage == "latency_pilot":
+            rep = _latency_pilot(space, keys, root, progress)
+        elif stage == "latency_rounds":
+            rep = _latency_rounds(space, keys, root, progress)
         elif stage == "latency_model":
             rep = _latency_model(space, keys, root, progress)
         elif stage == "merge":
@@ -265,11 +333,12 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
         rep.update(space=space, stage=stage, n=n, design=design if isinstance(design, str) else "custom",
                    started_utc=started, wall_s=round(wall, 2),
                    n_jobs=n_jobs, machine=machine_info())
-        if not rep.get("skipped"):
-            log_run(root, rep)
         from autobuild_lib.benchmarks.miniofa.card import write_card
 
-        write_card(root)
-        _manifest(root)
+        with folder_lock(root):
+            if not rep.get("skipped"):
+                log_run(root, rep)
+            write_card(root)
+            _manifest(root)
         report[stage] = rep
     return report

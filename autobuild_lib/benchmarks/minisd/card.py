@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from autobuild_lib.benchmarks.minisd.constants import ARCH_SEED, CONFIG, MINI_SD_DIR, N_LABELS, N_RELIABILITY, STAGES
+from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
 __all__ = ["write_card"]
 
@@ -154,7 +155,8 @@ def write_card(root: str | Path = MINI_SD_DIR) -> Path:
         parts += ["", f"Machine: {m['cpu']}, {m['n_cpus']} CPUs, {m['platform']}, Python {m['python']}, "
                       f"torch {m['torch']}, one torch thread per worker."]
     out = root / "DATA_CARD.md"
-    tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
-    tmp.write_text("\n".join(parts) + "\n")
-    os.replace(tmp, out)
+    with folder_lock(root):  # another generator may be writing the card
+        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
+        tmp.write_text("\n".join(parts) + "\n")
+        os.replace(tmp, out)
     return out

@@ -35,6 +35,7 @@ for i = 0, 1, ..., duplicates skipped.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -135,8 +136,12 @@ def _base(root: Path, cfg: MiniSDConfig, work_dir: Path, progress: bool) -> dict
     model = MiniUNet(get_space("sd").base_arch(), cfg.divisor)
     start, opt_state, log = 0, None, []
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        if ck["config"] != cfg:
+        try:  # the config is stored as a plain dict, so the checkpoint loads without unpickling code
+            ck = torch.load(ckpt_path, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
+            raise ValueError(f"{ckpt_path} cannot be read as weights only ({type(exc).__name__}); it is corrupt or "
+                             "from an older version that pickled the config: delete it to start again") from None
+        if ck["config"] != dataclasses.asdict(cfg):
             raise ValueError(f"{ckpt_path} was trained with another config; delete it to start again")
         model.load_state_dict(ck["model"])
         start, opt_state, log = ck["step"], ck["opt"], ck["log"]
@@ -149,7 +154,8 @@ def _base(root: Path, cfg: MiniSDConfig, work_dir: Path, progress: bool) -> dict
         log.append({"step": s, "loss": loss, "wall_s": wall0 + time.perf_counter() - t0})
         bar.update(1)
         if (s + 1) % CKPT_EVERY == 0 or s + 1 == cfg.base_steps:
-            _atomic_save({"model": model.state_dict(), "opt": opt, "step": s + 1, "log": log, "config": cfg},
+            _atomic_save({"model": model.state_dict(), "opt": opt, "step": s + 1, "log": log,
+                          "config": dataclasses.asdict(cfg)},
                          ckpt_path)
 
     train_unet(model, task.train, cfg.base_steps, cfg.base_lr, cfg.batch, seed=0, start=start,

@@ -26,6 +26,7 @@ from autobuild_lib.benchmarks.panoptic.constants import (
     STAGES,
 )
 from autobuild_lib.benchmarks.panoptic.train import PanopticConfig
+from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
 __all__ = ["REGENERATE", "write_card"]
 
@@ -257,7 +258,8 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
               "`module-scores.csv` holds every module's score per equation, `construction.json` the "
               "predictors' test metrics and the top modules."]
     out = root / "DATA_CARD.md"
-    tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
-    tmp.write_text("\n".join(parts) + "\n")
-    os.replace(tmp, out)
+    with folder_lock(root):  # another generator may be writing the card
+        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
+        tmp.write_text("\n".join(parts) + "\n")
+        os.replace(tmp, out)
     return out

@@ -185,7 +185,7 @@ def train_supernet(model: PanopticNet, data: PanopticData, cfg: PanopticConfig, 
     log: list[dict] = []
     ckpt = Path(ckpt) if ckpt is not None else None
     if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         log = st["log"]

@@ -19,17 +19,32 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+#: Never listed: leftovers of writes in progress and the folder locks of :mod:`autobuild_lib.benchmarks.pipeline.workunits`.
+TEMPORARY_PREFIXES = (".partial-", ".lock")
+TEMPORARY_SUFFIXES = (".tmp", ".partial")
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(TEMPORARY_PREFIXES) or name.endswith(TEMPORARY_SUFFIXES)
+
+
 def write_manifest(folder: str | Path, exclude: tuple[str, ...] = (".partial-",)) -> Path:
-    """(Re)write ``folder/MANIFEST.json``: ``{relative path: sha256}`` of every file below ``folder``."""
+    """(Re)write ``folder/MANIFEST.json``: ``{relative path: sha256}`` of every file below ``folder``
+    except temporaries and names starting with ``exclude``; under the folder's lock."""
+    from autobuild_lib.benchmarks.pipeline.workunits import folder_lock, fsync_dir
+
     folder = Path(folder)
-    files = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST_NAME and not any(p.name.startswith(e) for e in exclude):
-            files[p.relative_to(folder).as_posix()] = sha256_file(p)
-    out = folder / MANIFEST_NAME
-    tmp = folder / f".partial-{MANIFEST_NAME}.{os.getpid()}"
-    tmp.write_text(json.dumps({"sha256": files}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    with folder_lock(folder):
+        files = {}
+        for p in sorted(folder.rglob("*")):
+            if (p.is_file() and p.name != MANIFEST_NAME and not _temporary(p.name)
+                    and not any(p.name.startswith(e) for e in exclude)):
+                files[p.relative_to(folder).as_posix()] = sha256_file(p)
+        out = folder / MANIFEST_NAME
+        tmp = folder / f".partial-{MANIFEST_NAME}.{os.getpid()}"
+        tmp.write_text(json.dumps({"sha256": files}, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, out)
+        fsync_dir(folder)
     return out
 
 

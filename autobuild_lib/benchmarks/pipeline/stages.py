@@ -11,6 +11,7 @@ from pathlib import Path
 
 from autobuild_lib.benchmarks.miniofa.labels import machine_info
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
+from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
 
 def now_utc() -> str:
@@ -18,12 +19,13 @@ def now_utc() -> str:
 
 
 def log_run(root: Path, record: dict) -> None:
-    """Append one record to ``runs.jsonl`` (rewritten atomically)."""
+    """Append one record to ``runs.jsonl`` (rewritten atomically, under the folder's lock)."""
     path = root / "runs.jsonl"
-    old = path.read_text() if path.exists() else ""
-    tmp = root / f".partial-runs.jsonl.{os.getpid()}"
-    tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with folder_lock(root):
+        old = path.read_text() if path.exists() else ""
+        tmp = root / f".partial-runs.jsonl.{os.getpid()}"
+        tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
 
 def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
@@ -37,9 +39,10 @@ def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners:
         rep = runners[stage]()
         rep.update(stage=stage, started_utc=started, wall_s=round(time.perf_counter() - t0, 2),
                    n_jobs=n_jobs, machine=machine_info())
-        if not rep.get("skipped"):
-            log_run(root, rep)
-        write_card(root)
-        write_manifest(root, exclude=(".partial-",))
+        with folder_lock(root):
+            if not rep.get("skipped"):
+                log_run(root, rep)
+            write_card(root)
+            write_manifest(root, exclude=(".partial-",))
         report[stage] = rep
     return report

@@ -69,3 +69,12 @@ class SearchSpace(ABC):
     @abstractmethod
     def sample_module(self, unit: int, rng: np.random.Generator) -> Module:
         """Draw one module of ``unit`` as :meth:`sample` would."""
+
+
+#: Longer text is refused before parsing; every canonical string is far shorter.
+MAX_ARCH_CHARS = 1000
+
+
+def echo(text: str, limit: int = 80) -> str:
+    """``repr(text)`` for an error message, cut to ``limit`` characters (inputs may be megabytes)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autobuild_lib.core.spaces.base import SearchSpace
+from autobuild_lib.core.spaces.base import MAX_ARCH_CHARS, SearchSpace, echo
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (3, 4, 6)
@@ -32,7 +32,8 @@ Layer = tuple[int, int]  # (kernel, expansion)
 OFAModule = tuple[Layer, ...]
 
 _BLOCK_RE = re.compile(r"^mbconv(\d)_e(\d+)_k(\d+)$")
-_LAYER_RE = re.compile(r"^k(\d+)e(\d+)$")
+_LAYER_RE = re.compile(r"k([0-9]+)e([0-9]+)", re.ASCII)  # canonical: ASCII digits only
+_INT_RE = re.compile(r"[0-9]+", re.ASCII)
 
 
 @dataclass(frozen=True, order=True)
@@ -190,24 +191,27 @@ class OFASpace(SearchSpace):
     def from_string(self, text: str) -> OFAArch:
         if not isinstance(text, str):
             raise ValueError(f"{self.name}: architecture string must be str, got {type(text).__name__}")
+        if len(text) > MAX_ARCH_CHARS:
+            raise ValueError(f"{self.name}: {echo(text)} is longer than any architecture string "
+                             f"({MAX_ARCH_CHARS} characters at most)")
         fields = text.strip().split("|")
         if len(fields) != self.n_stages + 1:
             raise ValueError(
-                f"{self.name}: {text!r} has {len(fields) - 1} stages; expected {self.n_stages} "
+                f"{self.name}: {echo(text)} has {len(fields) - 1} stages; expected {self.n_stages} "
                 "('RES|k3e4,k5e6|...')"
             )
-        try:
-            res = int(fields[0])
-        except ValueError:
-            raise ValueError(f"{self.name}: resolution {fields[0]!r} in {text!r} is not an integer") from None
+        if not _INT_RE.fullmatch(fields[0]):
+            raise ValueError(f"{self.name}: resolution {echo(fields[0])} in {echo(text)} is not a plain "
+                             "integer (ASCII digits only)")
+        res = int(fields[0])
         stages = []
         for s, field in enumerate(fields[1:]):
             layers = []
             for i, tok in enumerate(field.split(",") if field else []):
-                m = _LAYER_RE.match(tok)
+                m = _LAYER_RE.fullmatch(tok)
                 if not m:
                     raise ValueError(
-                        f"{self.name}: stage {s + 1} layer {i + 1} is {tok!r}; expected 'k<kernel>e<expansion>'"
+                        f"{self.name}: stage {s + 1} layer {i + 1} is {echo(tok)}; expected 'k<kernel>e<expansion>'"
                     )
                 layers.append((int(m.group(1)), int(m.group(2))))
             stages.append(tuple(layers))

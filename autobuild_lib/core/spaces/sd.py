@@ -58,7 +58,7 @@ from math import prod
 
 import numpy as np
 
-from autobuild_lib.core.spaces.base import SearchSpace
+from autobuild_lib.core.spaces.base import MAX_ARCH_CHARS, SearchSpace, echo
 
 N_STAGES = 4
 C_M_CHOICES = (128, 192, 256)
@@ -89,8 +89,8 @@ Blocks = tuple[bool, ...]  # one flag per ResConv of a stage: followed by an Att
 Node = dict[str, object]
 Edge = tuple[int, int]
 
-_INT_RE = re.compile(r"^\d+$")
-_STAGE_RE = re.compile(r"^(?:RA?)+$")
+_INT_RE = re.compile(r"[0-9]+", re.ASCII)  # canonical: ASCII digits only
+_STAGE_RE = re.compile(r"(?:RA?)+")
 
 
 @dataclass(frozen=True, order=True)
@@ -420,27 +420,30 @@ class SDSpace(SearchSpace):
     def from_string(self, text: str) -> SDArch:
         if not isinstance(text, str):
             raise ValueError(f"{self.name}: architecture string must be str, got {type(text).__name__}")
+        if len(text) > MAX_ARCH_CHARS:
+            raise ValueError(f"{self.name}: {echo(text)} is longer than any architecture string "
+                             f"({MAX_ARCH_CHARS} characters at most)")
         form = "'C_m|m1,m2,m3,m4|in1,..,in4|out1,..,out4' with stages like 'RARA'"
         fields = text.strip().split("|")
         if len(fields) != 4:
-            raise ValueError(f"{self.name}: {text!r} has {len(fields)} '|'-fields; expected 4: {form}")
-        if not _INT_RE.match(fields[0]):
-            raise ValueError(f"{self.name}: C_m {fields[0]!r} in {text!r} is not an integer")
+            raise ValueError(f"{self.name}: {echo(text)} has {len(fields)} '|'-fields; expected 4: {form}")
+        if not _INT_RE.fullmatch(fields[0]):
+            raise ValueError(f"{self.name}: C_m {echo(fields[0])} in {echo(text)} is not an integer")
         mults = fields[1].split(",")
-        if len(mults) != N_STAGES or not all(_INT_RE.match(m) for m in mults):
-            raise ValueError(f"{self.name}: multipliers {fields[1]!r} in {text!r} must be 4 integers")
+        if len(mults) != N_STAGES or not all(_INT_RE.fullmatch(m) for m in mults):
+            raise ValueError(f"{self.name}: multipliers {echo(fields[1])} in {echo(text)} must be 4 integers")
         parts = []
         for section, fld in (("input", fields[2]), ("output", fields[3])):
             toks = fld.split(",")
             if len(toks) != N_STAGES:
                 raise ValueError(
-                    f"{self.name}: {section} field {fld!r} has {len(toks)} stages; expected {N_STAGES}"
+                    f"{self.name}: {section} field {echo(fld)} has {len(toks)} stages; expected {N_STAGES}"
                 )
             stages = []
             for s, tok in enumerate(toks):
-                if not _STAGE_RE.match(tok):
+                if not _STAGE_RE.fullmatch(tok):
                     raise ValueError(
-                        f"{self.name}: {section} stage {s + 1} is {tok!r}; expected ResConvs 'R' each "
+                        f"{self.name}: {section} stage {s + 1} is {echo(tok)}; expected ResConvs 'R' each "
                         "optionally followed by an attention 'A', e.g. 'RARA'"
                     )
                 stages.append(tuple(a == "RA" for a in re.findall(r"RA?", tok)))
