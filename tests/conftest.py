@@ -28,6 +28,8 @@ SLOW = (
     "tests/core/test_ensemble.py::test_exhaustive_search_on_subsample",
     "tests/core/test_training_scoring.py::test_pn_scores_merged_unit",
     "tests/study/test_cli.py::test_help_lists_subcommands",
+    "tests/study/test_hardening.py",
+    "tests/benchmarks/test_released_readme_keys.py::test_chapters_label_constructed_archs_with_the_l1_predictors",
 )
 
 
