@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
 import pandas as pd
 
 # a deprecation notice printed when PyG is imported: noise for a user of this CLI
@@ -23,7 +22,7 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 
 
 def _spaces(args: argparse.Namespace) -> None:
-    from .spaces import get_space
+    from autobuild_lib.core.spaces import get_space
 
     rows = {}
     for name in ("mbv3", "pn", "sd", "sd-hw"):
@@ -39,16 +38,15 @@ def _spaces(args: argparse.Namespace) -> None:
 
 
 def _load_set(args: argparse.Namespace):
-    from .benchmarks import load_labelled
+    from autobuild_lib.benchmarks.labelled import load_labelled
 
     return load_labelled(args.space, table=args.table, released=args.released)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .scoring import hop_moments, label_moments
-    from .training import TrainConfig, save_result, train_predictor
-
-    from .equations import LabelEquation
+    from autobuild_lib.core.equations import LabelEquation
+    from autobuild_lib.core.scoring import hop_moments, label_moments
+    from autobuild_lib.core.training import TrainConfig, save_result, train_predictor
 
     equation = LabelEquation.parse(args.label)  # a bad equation fails before any data is read
     ls = _load_set(args)
@@ -65,9 +63,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _load_model(path: str, space: str | None = None):
     """A predictor saved by ``train`` with its space, label and moments; refuses another space."""
-    from .graphs import OFA_SCHEMA
-    from .spaces import get_space
-    from .training import load_result
+    from autobuild_lib.core.graphs import OFA_SCHEMA
+    from autobuild_lib.core.spaces import get_space
+    from autobuild_lib.core.training import load_result
 
     res, extra = load_result(path, OFA_SCHEMA)
     missing = [k for k in ("space", "label", "hop_moments", "label_moments") if k not in extra]
@@ -83,7 +81,7 @@ def _load_model(path: str, space: str | None = None):
 
 
 def _score(args: argparse.Namespace) -> None:
-    from .scoring import score_modules
+    from autobuild_lib.core.scoring import score_modules
 
     res, space, hm, lm, label = _load_model(args.model)
     scores = score_modules(res, space, hm, lm, resolution=args.resolution, shift=not args.no_shift)
@@ -96,7 +94,7 @@ def _score(args: argparse.Namespace) -> None:
 
 def _read_scores(path: str, space: str) -> pd.DataFrame:
     """A module-score table written by ``score``; refuses one of another space or without one."""
-    from .benchmarks import read_csv_file
+    from autobuild_lib.benchmarks.labelled import read_csv_file
 
     scores = read_csv_file(path, "module-score table")
     need = {"space", "label", "unit", "module", "score"}
@@ -113,8 +111,8 @@ def _read_scores(path: str, space: str) -> pd.DataFrame:
 
 
 def _construct(args: argparse.Namespace) -> None:
-    from .scoring import construct, top_k
-    from .spaces import get_space
+    from autobuild_lib.core.scoring import construct, top_k
+    from autobuild_lib.core.spaces import get_space
 
     space = get_space(args.space)
     scores = _read_scores(args.scores, args.space)
@@ -124,11 +122,11 @@ def _construct(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from .graphs import ofa_graph
-    from .scoring import top_k
-    from .search import SCHEMES, evolutionary_search, make_scheme, union_candidates
-    from .spaces import get_space
-    from .training import predict
+    from autobuild_lib.core.graphs import ofa_graph
+    from autobuild_lib.core.scoring import top_k
+    from autobuild_lib.core.search import SCHEMES, evolutionary_search, make_scheme, union_candidates
+    from autobuild_lib.core.spaces import get_space
+    from autobuild_lib.core.training import predict
 
     space = get_space(args.space)
     objectives, specs = [], []
@@ -149,7 +147,7 @@ def _search(args: argparse.Namespace) -> None:
     if args.scheme == "autobuild":
         candidates = union_candidates([top_k(_read_scores(p, args.space), args.k) for p in args.candidates])
 
-    from .graphs import OFA_SCHEMA, GraphTable
+    from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable
 
     def evaluate(arch):
         table = GraphTable([ofa_graph(space, arch)], OFA_SCHEMA)
@@ -167,14 +165,14 @@ def _search(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     """``evaluate --l1-dir``: predictions of the authors' L1 predictors for the architectures in ``--archs``."""
-    from .released_l1 import L1Evaluator
+    from autobuild_lib.benchmarks.released_l1 import L1Evaluator
 
     path = Path(args.archs)
     if not path.is_file():
         raise FileNotFoundError(f"--archs {path}: no such file; give one architecture string per line "
                                 "(e.g. 224|k3e6,k5e4|...) or a CSV with an 'arch' column")
     if path.suffix == ".csv":
-        from .benchmarks import read_table
+        from autobuild_lib.benchmarks.labelled import read_table
 
         archs = [str(a) for a in read_table(path)["arch"]]
     else:
@@ -190,14 +188,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .bench import run_bench
+    from autobuild_lib.study.bench import run_bench
 
     out = run_bench(epochs=args.epochs, n_archs=args.n_archs)
     print(json.dumps(out, indent=2) if args.json else out)
 
 
 def _data(args: argparse.Namespace) -> None:
-    from .datasets import data_summary
+    from autobuild_lib.benchmarks.datasets import data_summary
 
     out = data_summary(Path(args.data_dir) if args.data_dir else None)
     if args.json:
@@ -232,7 +230,7 @@ def _engine(args: argparse.Namespace):
     """Where the work units run: a Dask cluster (``--scheduler``) or joblib's ``--backend`` here."""
     from joblib import parallel_config
 
-    from .workunits import dask_scheduler
+    from autobuild_lib.benchmarks.pipeline.workunits import dask_scheduler
 
     if args.scheduler:
         return dask_scheduler(args.scheduler, n_workers=args.n_jobs)
@@ -240,7 +238,7 @@ def _engine(args: argparse.Namespace):
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from .miniofa.generate import generate
+    from autobuild_lib.benchmarks.miniofa.generate import generate
 
     stages = args.stages.split(",") if args.stages else None
     kw = {} if stages is None else {"stages": stages}
@@ -258,7 +256,7 @@ def _generate_staged(args: argparse.Namespace) -> None:
     """``generate mini-sd`` / ``generate mini-panoptic``: run the benchmark's stages, print each report."""
     import importlib
 
-    mod = importlib.import_module({"mini-sd": ".minisd.generate", "mini-panoptic": ".panoptic.generate"}[args.benchmark],
+    mod = importlib.import_module({"mini-sd": ".benchmarks.minisd.generate", "mini-panoptic": ".benchmarks.panoptic.generate"}[args.benchmark],
                                   __package__)
     stages = args.stages.split(",") if args.stages else mod.STAGES
     kw = {"allow_unreliable": args.allow_unreliable} if args.benchmark == "mini-panoptic" else {}
@@ -269,12 +267,55 @@ def _generate_staged(args: argparse.Namespace) -> None:
 
 
 def _book(args: argparse.Namespace) -> None:
-    from .book import build_book
+    from autobuild_lib.study.book import build_book
 
     log = build_book(profile=args.profile, only=args.only, render=not args.no_render)
     print(pd.DataFrame(log)[["notebook", "status", "seconds"]].to_string(index=False))
 
 
+def _chapter05(args: argparse.Namespace) -> None:
+    """``chapter05``: the architectures chapter 05 evaluates: list, count what the cache lacks, or fill it."""
+    from autobuild_lib.study import construction as C
+    from autobuild_lib.study import data as study
+
+    kw = {"profile": args.profile, "seed": args.seed, "k": args.k, "epochs": args.epochs,
+          "equations": args.equations or C.CHAPTER05_EQUATIONS, "predictor_cache": args.predictor_cache}
+    for space in args.space:
+        if args.fill:
+            out = C.fill_chapter05_cache(space, cache=args.cache, **kw)
+            print(json.dumps({"space": space, "archs": len(out), **out["source"].value_counts().to_dict()}))
+            continue
+        keys = C.chapter05_archs(space, **kw)
+        if args.list:
+            sys.stdout.write("".join(f"{space}\t{k}\n" for k in keys))
+            continue
+        ev = study.evaluator("mini-ofa", cache=args.cache)
+        todo, never = ev.uncached(space, keys), ev.uncached(space, keys, include_cache=False)
+        print(json.dumps({"space": space, "digest": C.archs_digest(keys), "distinct archs": len(keys),
+                          "in benchmark table": len(keys) - len(never),
+                          "cached": len(never) - len(todo), "to compute": len(todo)}))
+
+
+def _add_chapter05(sub) -> None:
+    from autobuild_lib.study.config import PROFILES
+    from autobuild_lib.study.construction import CHAPTER05_EQUATIONS, DEFAULT_PREDICTOR_CACHE
+
+    s = sub.add_parser("chapter05", help="the architectures chapter 05 evaluates: list, count uncached, or fill "
+                                         "the evaluation cache")
+    s.add_argument("--space", nargs="+", default=["mbv3", "pn"], choices=["mbv3", "pn"])
+    s.add_argument("--profile", default="full", choices=PROFILES)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--k", type=int, default=3)
+    s.add_argument("--epochs", type=int, default=200)
+    s.add_argument("--equation", action="append", dest="equations",
+                   help=f"label equation (repeat; default: {list(CHAPTER05_EQUATIONS)})")
+    s.add_argument("--predictor-cache", default=DEFAULT_PREDICTOR_CACHE)
+    s.add_argument("--cache", default=None, help="evaluation cache (default: <mini-ofa dir>/evaluations.sqlite)")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="print one canonical architecture string per line")
+    what.add_argument("--count", action="store_true", help="print counts as JSON (default)")
+    what.add_argument("--fill", action="store_true", help="evaluate every architecture not cached yet")
+    s.set_defaults(func=_chapter05)
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -394,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: all, in that order), or latency_pilot,latency_rounds (only when named; "
                                     "nothing else may run on the machine meanwhile)")
     g.add_argument("--n", type=_positive, default=3000, help="architectures per space")
-    g.add_argument("--design", help="supernet design (autobuild_lib.miniofa.generate.DESIGNS; default FINAL_DESIGN)")
+    g.add_argument("--design", help="supernet design (autobuild_lib.benchmarks.miniofa.generate.DESIGNS; default FINAL_DESIGN)")
     g.add_argument("--n-jobs", type=_positive, default=1, help="parallel work units (latency: keep 1)")
     engine_args(g)
     g.add_argument("--chunk", type=_positive, default=50, help="units per shard")
@@ -417,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-unreliable", action="store_true",
                    help="label even if the reliability check missed its bar (the data card will say so)")
     g.set_defaults(func=_generate_staged)
+
+    _add_chapter05(sub)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")

@@ -1,7 +1,7 @@
 """Mini-OFA accuracy labels before and after the evaluation speed-up (issue 20, item 1).
 
 For each space it re-labels the 40 reliability subnets of the committed design-C pilot with
-today's :func:`~autobuild_lib.miniofa.labels.acc_unit` path and compares every value with the
+today's :func:`~autobuild_lib.benchmarks.miniofa.labels.acc_unit` path and compares every value with the
 row stored in ``pilots/C-<space>/reliability.json`` (measured by the code before the speed-up).
 It also times the pre-speed-up evaluation loop (:func:`baseline_evaluate`: inputs converted batch
 by batch, BN not folded, batch 500, ``no_grad``) against today's on the first ``--n-timed``
@@ -20,11 +20,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autobuild_lib.miniofa.generate import MINI_OFA_DIR
-from autobuild_lib.miniofa.labels import load_supernet, machine_info
-from autobuild_lib.miniofa.reliability import split_halves
-from autobuild_lib.miniofa.supernet import (build_data, space_of, evaluate_subnet, extract_subnet, recalibrate_bn,
-                                            to_input)
+from autobuild_lib.benchmarks.miniofa.constants import MINI_OFA_DIR
+from autobuild_lib.benchmarks.miniofa.labels import load_supernet, machine_info
+from autobuild_lib.benchmarks.miniofa.reliability import split_halves
+from autobuild_lib.benchmarks.miniofa.supernet import (
+    build_data,
+    evaluate_subnet,
+    extract_subnet,
+    recalibrate_bn,
+    space_of,
+    to_input,
+)
 
 
 @torch.no_grad()

@@ -2,13 +2,13 @@
 
 Usage: python scripts/miniofa_eval_size.py PILOT_DIR [SIZES...]
 Reads PILOT_DIR/per_image.npz (written by scripts/miniofa_pilot.py) and prints a markdown table
-of autobuild_lib.miniofa.reliability.split_half_by_size (20 random draws per size).
+of autobuild_lib.benchmarks.miniofa.reliability.split_half_by_size (20 random draws per size).
 """
 import sys
 
 import numpy as np
 
-from autobuild_lib.miniofa.reliability import split_half_by_size
+from autobuild_lib.benchmarks.miniofa.reliability import split_half_by_size
 
 d = np.load(f"{sys.argv[1]}/per_image.npz")
 n_max = 2 * min(len(d["half_a"]), len(d["half_b"]))

@@ -14,7 +14,7 @@ import time
 import torch
 
 torch.set_num_threads(1)
-from autobuild_lib.miniofa import SupernetConfig, Trainer, build_data, measure_reliability  # noqa: E402
+from autobuild_lib.benchmarks.miniofa import SupernetConfig, Trainer, build_data, measure_reliability  # noqa: E402
 
 name, budget, cfg_json = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 root = sys.argv[4] if len(sys.argv) > 4 else ".cache/miniofa"

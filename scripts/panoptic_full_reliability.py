@@ -15,11 +15,11 @@ from pathlib import Path
 
 from joblib import Parallel, delayed
 
-from autobuild_lib.miniofa.supernet import space_of
-from autobuild_lib.panoptic import generate as gen
-from autobuild_lib.panoptic.reliability import label_from_stats, spearman_brown_size, split_half_curve
-from autobuild_lib.panoptic.mosaics import make_mosaics
-from autobuild_lib.panoptic.train import finetune_subnet
+from autobuild_lib.benchmarks.miniofa.supernet import space_of
+from autobuild_lib.benchmarks.panoptic import generate as gen
+from autobuild_lib.benchmarks.panoptic.mosaics import make_mosaics
+from autobuild_lib.benchmarks.panoptic.reliability import label_from_stats, spearman_brown_size, split_half_curve
+from autobuild_lib.benchmarks.panoptic.train import finetune_subnet
 
 
 def _arg(i: int, default: int) -> int:
@@ -33,9 +33,9 @@ OUT = gen.MINI_PANOPTIC_DIR / "pilots" / "full-reliability.json"
 def unit(key: str) -> dict:
     import torch
 
-    from autobuild_lib.fashion_mnist import load_fashion_mnist
-    from autobuild_lib.panoptic.reliability import image_stats
-    from autobuild_lib.panoptic.train import _compact
+    from autobuild_lib.benchmarks.fashion_mnist import load_fashion_mnist
+    from autobuild_lib.benchmarks.panoptic.reliability import image_stats
+    from autobuild_lib.benchmarks.panoptic.train import _compact
 
     model, data = gen._worker_state(str(gen.MINI_PANOPTIC_DIR), gen.CONFIG)
     fm = load_fashion_mnist()

@@ -3,7 +3,7 @@
 2 spaces x 3 labels (acc, latency_cpu, flops) x 2 losses x 3 seeds, 200 epochs at
 lr 1e-4, batch 128, on the 3,000 Mini-OFA benchmark architectures per space with
 the synthetic stand-in labels of ``tests/fixtures_released.py`` (until the real
-labels exist), trained by :func:`autobuild_lib.analysis.hop_srcc_runs` on all cores.
+labels exist), trained by :func:`autobuild_lib.core.analysis.hop_srcc_runs` on all cores.
 On a shared machine the wall time includes waiting for cores; ``idle_estimate_minutes``
 is the training threads' CPU time divided by the number of jobs (the 36 runs are
 the same size, so they balance), plus the measured set-up time.  With ``--epochs``
@@ -26,11 +26,11 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from fixtures_released import fixture_labels  # noqa: E402
 
-from autobuild_lib import analysis  # noqa: E402
-from autobuild_lib.bench import cpu_model  # noqa: E402
-from autobuild_lib.graphs import OFA_SCHEMA, GraphTable, ofa_graph  # noqa: E402
-from autobuild_lib.miniofa.generate import benchmark_archs  # noqa: E402
-from autobuild_lib.miniofa.supernet import space_of  # noqa: E402
+from autobuild_lib.benchmarks.miniofa.generate import benchmark_archs  # noqa: E402
+from autobuild_lib.benchmarks.miniofa.supernet import space_of  # noqa: E402
+from autobuild_lib.core import analysis  # noqa: E402
+from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph  # noqa: E402
+from autobuild_lib.study.bench import cpu_model  # noqa: E402
 
 LABELS = ("acc", "latency_cpu", "flops")
 

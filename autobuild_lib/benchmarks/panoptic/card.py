@@ -1,0 +1,265 @@
+"""``DATA_CARD.md`` of the Mini-Panoptic benchmark, written from what generation recorded.
+
+Every number comes from a file in ``data/mini-panoptic/``: ``supernet.pt`` (its stored
+configuration), ``supernet-trainlog.json``, ``reliability.json``, the tables ``pseudo.csv`` /
+``full.csv`` / ``constructed.csv``, ``construction.json`` and ``runs.jsonl`` (wall time and machine
+of each stage).  Parts not generated yet are listed as such, so the card can be rewritten after
+every stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autobuild_lib.benchmarks.panoptic.constants import (
+    ARCH_SEED,
+    BACKBONE,
+    CONFIG,
+    MINI_PANOPTIC_DIR,
+    N_FULL,
+    RELIABILITY_SEED,
+    STAGES,
+)
+from autobuild_lib.benchmarks.panoptic.train import PanopticConfig
+from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
+
+__all__ = ["REGENERATE", "write_card"]
+
+REGENERATE = "python -m autobuild_lib generate mini-panoptic --n-jobs 2"
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _runs(root: Path) -> list[dict]:
+    path = root / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _config(root: Path) -> tuple[PanopticConfig, bool]:
+    """The labelling configuration: ``config.json`` (written by every generation run), else the one
+    stored in ``supernet.pt`` (``True``), else the default (``False``)."""
+    if (root / "config.json").exists():
+        return PanopticConfig(**json.loads((root / "config.json").read_text())), True
+    path = root / "supernet.pt"
+    if path.exists():
+        import torch
+
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)["config"]
+            return PanopticConfig(**stored), True
+        except Exception:  # noqa: BLE001 -- an unreadable file is reported by the loader, not the card
+            pass
+    return CONFIG, False
+
+
+def _backbone_width() -> str:
+    try:
+        import torch
+
+        return f"w{torch.load(BACKBONE, map_location='cpu', weights_only=True)['config']['width_mult']}"
+    except Exception:  # noqa: BLE001
+        return "reduced-width"
+
+
+def _machine(m: dict) -> str:
+    return f"{m.get('cpu', '?')}, {m.get('n_cpus', '?')} CPUs"
+
+
+def _stage_table(runs: list[dict]) -> str:
+    wall: dict[str, float] = {}
+    jobs: dict[str, int] = {}
+    machines: dict[str, str] = {}
+    for r in runs:
+        s = r["stage"]
+        wall[s] = wall.get(s, 0.0) + r["wall_s"]
+        jobs[s] = 1 if s == "supernet" else r.get("n_jobs", 1)   # the supernet trains in one process
+        machines[s] = _machine(r.get("machine", {}))
+        if s == "supernet" and "train_wall_s_total" in r:   # resumed training: the checkpoint's total
+            wall[s] = max(wall[s], r["train_wall_s_total"])
+    lines = ["| stage | wall time | worker processes | machine |", "|---|---|---|---|"]
+    for s in STAGES:
+        lines.append(f"| {s} | {wall[s] / 60:.1f} min | {jobs[s]} | {machines[s]} |" if s in wall
+                     else f"| {s} | not run | | |")
+    cpu_h = sum(wall[s] * jobs.get(s, 1) for s in wall) / 3600
+    return "\n".join(lines) + f"\n\nTotal: about {cpu_h:.2f} CPU-hours (wall time x worker processes)."
+
+
+def _describe(frame: pd.DataFrame, cols: list[str]) -> str:
+    d = frame[[c for c in cols if c in frame.columns]].describe().T
+    return d[["count", "mean", "std", "min", "50%", "max"]].round(3).to_markdown()
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0]) if len(a) > 2 else float("nan")
+
+
+def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
+    """Rewrite ``root/DATA_CARD.md`` (atomically) from the recorded files."""
+    root = Path(root)
+    runs = _runs(root)
+    cfg, recorded = _config(root)
+    stored = cfg
+    rel = _read(root / "reliability.json")
+    if rel is not None and sum(rel["halves"]) != cfg.n_val:   # the labels record the validation size they used
+        cfg = replace(cfg, n_val=int(sum(rel["halves"])))
+    n_full = len(pd.read_csv(root / "full.csv")) if (root / "full.csv").exists() else N_FULL
+    parts = [
+        "# Mini-Panoptic: a CPU-sized panoptic-segmentation benchmark for Sec. 5.2 / 7.7",
+        "",
+        "*Written by `autobuild_lib.benchmarks.panoptic.card.write_card` from the files in this folder.*",
+        "",
+        "**Task.** Panoptic segmentation of Fashion-MNIST mosaics (`autobuild_lib.benchmarks.panoptic.mosaics`): a "
+        f"{cfg.size}x{cfg.size} canvas split by a random straight line into two textured *stuff* regions "
+        "(class 10: stripes, class 11: dots) with 1-4 Fashion-MNIST garments pasted on it as *things* "
+        "(classes 0-9, one instance each, non-overlapping 28x28 boxes). Label: **PQ** (panoptic quality "
+        "in %, torchmetrics' definition over the 12 classes; `pq_things` over the 10 thing classes only).",
+        "",
+        f"**Splits** (all mosaics fixed by seed {cfg.seed}): {cfg.n_train} training and {cfg.n_calib} "
+        "BatchNorm-calibration mosaics from the Fashion-MNIST train split minus a held-out pool of "
+        f"{cfg.n_val_pool} garments; {cfg.n_val} validation mosaics from that pool (the pseudo labels; "
+        f"two halves of {cfg.n_val // 2} for the reliability check); {cfg.n_test} test mosaics from the "
+        "Fashion-MNIST test split (the fully fine-tuned labels).",
+        "",
+        f"**Model.** The Mini-OFA MBv3 supernet ({_backbone_width()}, design C weights "
+        "`data/mini-ofa/pilots/C-mbv3/supernet.pt`, trained on cluttered Fashion-MNIST) as backbone and a "
+        f"light FPN semantic head ({cfg.head_channels} channels; stages 1, 2, 4 and the final expansion) "
+        "predicting the 12 classes; instances are the 4-connected components of each predicted thing "
+        f"class (components under {cfg.min_area} px go to the likelier stuff class). Supernet and head "
+        f"were fine-tuned together for {cfg.supernet_steps} sandwich-rule steps (largest, smallest and one "
+        f"random subnet per step; AdamW, lr {cfg.lr}, batch {cfg.batch_size}, pixel-wise cross-entropy).",
+        "",
+        "**Labels.** `pseudo.csv` (the paper's pseudo labels): each architecture's static subnet with "
+        f"inherited weights, BatchNorm recalibrated on the calibration mosaics, PQ on the validation "
+        f"mosaics (`pq`, and `pq_a` / `pq_b` on its halves). `full.csv` (the paper's fully fine-tuned "
+        f"labels): the first {n_full} architectures of `pseudo.csv`, each subnet fine-tuned alone for "
+        f"{cfg.ft_steps} steps (lr {cfg.ft_lr}), PQ on the test mosaics (`pq_full`). `flops`: OFA's count "
+        f"of conv + linear multiply-accumulates of backbone + head on one {cfg.size}x{cfg.size} mosaic, in "
+        "MFLOPs of the mini model.",
+        "",
+        f"**Architectures**: `OFASpace.sample(np.random.default_rng([{ARCH_SEED}, i]))` of the MBv3 space at "
+        f"the one resolution 224 (= the whole {cfg.size} px mosaic), duplicates skipped; the reliability "
+        f"set uses seed {RELIABILITY_SEED}. `constructed.csv`: per label equation, the architectures "
+        "AutoBuild built from the pseudo labels (top-K modules per stage), labelled exactly like `full.csv`.",
+        "",
+        f"Regenerate: `{REGENERATE}` (resumable; each stage skips what is done).",
+    ]
+    if not recorded:
+        parts += ["", "*`supernet.pt` not there yet: the configuration above is the default.*"]
+    else:
+        changed = [f"`{k}` {getattr(stored, k)} -> {getattr(CONFIG, k)}" for k in CONFIG.__dataclass_fields__
+                   if getattr(stored, k) != getattr(CONFIG, k)]
+        if changed:
+            parts += ["", "*The configuration above is the recorded one (`config.json`, else `supernet.pt`; "
+                          "validation size from `reliability.json`); the current generation code (`PanopticConfig()`) differs in: "
+                          + ", ".join(changed) + ". Stages run after such a change use the current values.*"]
+    parts += ["", "## Differences from the paper", "",
+              "- 64 px Fashion-MNIST mosaics (12 classes, 1-4 things each) instead of MS-COCO panoptic.",
+              f"- Backbone: the {_backbone_width()} MBv3 Mini-OFA supernet trained on cluttered Fashion-MNIST, "
+              "instead of OFA's ImageNet MBv3 supernet.",
+              "- Head: a light FPN semantic head + connected components for instances, instead of the "
+              "paper's panoptic segmentation head.",
+              f"- {cfg.supernet_steps} sandwich-rule steps for the panoptic supernet; {cfg.ft_steps} "
+              "fine-tuning steps per fully fine-tuned label.",
+              "- PQ in %, FLOPs in MFLOPs of the mini model (not the paper's GFLOPs at COCO resolution).",
+              "- One fixed input resolution (the paper's panoptic setting has no resolution choice either; "
+              "architectures are stored at 224).",
+              "", "## Supernet fine-tuning", ""]
+    log = _read(root / "supernet-trainlog.json")
+    if log:
+        def mean_at(key: str, s: int) -> float:
+            return float(np.mean([r[key] for r in log[max(0, s - 50):s]]))
+
+        marks = [s for s in (50, 150, 300, 450, len(log)) if s <= len(log)]
+        parts.append(f"{len(log)} steps in {log[-1]['wall_s'] / 60:.1f} min. Cross-entropy (mean of the 50 "
+                     "steps up to), largest / smallest subnet: "
+                     + ", ".join(f"step {s}: {mean_at('loss_largest', s):.3f} / {mean_at('loss_smallest', s):.3f}"
+                                 for s in marks))
+    else:
+        parts.append("not trained yet")
+    parts += ["", "## Label reliability", ""]
+    if rel is None:
+        parts.append("not measured yet.")
+    else:
+        a, b = np.array(rel["pq_a"]), np.array(rel["pq_b"])
+        ok = rel["srcc_halves"] >= rel["bar"]
+        parts.append(
+            f"{rel['n']} random architectures (seed {RELIABILITY_SEED}) pseudo-labelled; **SRCC between the PQs "
+            f"of the two validation halves ({rel['halves'][0]} + {rel['halves'][1]} mosaics): "
+            f"{rel['srcc_halves']:.3f}** (bar: >= {rel['bar']}, {'met' if ok else 'NOT met'}). Mean |PQ_a - PQ_b| "
+            f"{np.abs(a - b).mean():.2f} against a PQ spread (std) of {rel['pq_std']:.2f} (mean {rel['pq_mean']:.2f}, "
+            f"range {rel['pq_range'][0]:.2f}-{rel['pq_range'][1]:.2f}); SRCC(PQ, FLOPs) {rel['srcc_pq_flops']:.3f}.")
+    curve = _read(root / "reliability-curve.json")
+    if curve is not None:
+        c = pd.DataFrame(curve["curve"])
+        table = c.pivot(index="n_eval", columns="kind", values="srcc_mean")
+        need = ", ".join(f"{k} {v:,.0f}" if np.isfinite(v) else f"{k} never (SRCC <= 0)"
+                         for k, v in curve["images_for_0.9"].items())
+        parts += ["", f"**Reliability curve** (`reliability-curve.json`): the same {curve['n_archs']} architectures "
+                      f"on {curve['n_mosaics']} further validation mosaics; mean split-half SRCC over random draws "
+                      "of disjoint halves, per evaluation-set size (both halves) and label (PQ; mIoU of the "
+                      "semantic map; minus the pixel cross-entropy):", "",
+                  table.round(3).to_markdown(), "",
+                  f"Mosaics needed for SRCC 0.9 (Spearman-Brown from the largest size): {need}."]
+    parts += ["", "## Labels", ""]
+    pseudo = pd.read_csv(root / "pseudo.csv") if (root / "pseudo.csv").exists() else None
+    full = pd.read_csv(root / "full.csv") if (root / "full.csv").exists() else None
+    if pseudo is not None:
+        parts += [f"`pseudo.csv`: {len(pseudo)} architectures, PQ {pseudo['pq'].min():.2f}-{pseudo['pq'].max():.2f} "
+                  f"(std {pseudo['pq'].std():.2f}), mean |PQ_a - PQ_b| "
+                  f"{(pseudo['pq_a'] - pseudo['pq_b']).abs().mean():.2f}.", "",
+                  _describe(pseudo, ["pq", "pq_a", "pq_b", "pq_things", "flops", "eval_s"]), ""]
+    else:
+        unreliable = rel is not None and not rel["srcc_halves"] >= rel["bar"]
+        parts += ["`pseudo.csv` not generated: the reliability bar is not met, so the `pseudo` stage refuses to "
+                  "label (see `PILOT.md` for the designs measured and the options)." if unreliable
+                  else "`pseudo.csv` not generated yet.", ""]
+    if full is not None:
+        parts += [f"`full.csv`: {len(full)} architectures, PQ {full['pq_full'].min():.2f}-{full['pq_full'].max():.2f} "
+                  f"(std {full['pq_full'].std():.2f}).", "",
+                  _describe(full, ["pq_full", "flops", "ft_loss_last10", "finetune_s", "eval_s"])]
+        if pseudo is not None:
+            both = full.merge(pseudo[["arch", "pq"]], on="arch")
+            parts += ["", f"SRCC(pseudo PQ, fully fine-tuned PQ) over the {len(both)} architectures with both: "
+                          f"**{_spearman(both['pq'], both['pq_full']):.3f}**."]
+    else:
+        parts.append("`full.csv` not generated yet.")
+    parts += ["", "## Constructions (Fig. 6 analogue)", ""]
+    con = _read(root / "construction.json")
+    if (root / "constructed.csv").exists() and con is not None:
+        c = pd.read_csv(root / "constructed.csv")
+        rows = []
+        for eq, g in c.groupby("equation", sort=False):
+            m = con.get(eq, {}).get("metrics", {})
+            rows.append({"equation": eq, "archs": len(g), "distinct": g["arch"].nunique(),
+                         "predictor SRCC (test)": m.get("srcc_pred", float("nan")),
+                         "mean PQ": g["pq_full"].mean(), "best PQ": g["pq_full"].max(),
+                         "mean MFLOPs": g["flops"].mean()})
+        parts += [f"Predictors: {con.get('epochs')} epochs on the pseudo labels; top-{con.get('k')} modules per "
+                  "stage.", "", pd.DataFrame(rows).round(3).to_markdown(index=False)]
+    else:
+        parts.append("not built yet.")
+    parts += ["", "## Generation runs", "", _stage_table(runs) if runs else "none recorded yet"]
+    if runs:
+        m = runs[-1]["machine"]
+        parts += ["", f"Machine: {m['cpu']}, {m['n_cpus']} CPUs, {m['platform']}, Python {m['python']}, "
+                      f"torch {m['torch']}, one torch thread per worker."]
+    parts += ["", "## Files", "",
+              "Every file here is listed with its sha256 in `MANIFEST.json`; `load_mini_panoptic` verifies it. "
+              "`work/<pseudo|full>/shard-*.jsonl` are the finished work units the tables are merged from; "
+              "`module-scores.csv` holds every module's score per equation, `construction.json` the "
+              "predictors' test metrics and the top modules."]
+    out = root / "DATA_CARD.md"
+    with folder_lock(root):  # another generator may be writing the card
+        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
+        tmp.write_text("\n".join(parts) + "\n")
+        os.replace(tmp, out)
+    return out

@@ -1,0 +1,1 @@
+"""The generation pipeline every benchmark shares: stages, work units (shards), manifest, timing."""

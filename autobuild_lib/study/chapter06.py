@@ -1,0 +1,492 @@
+"""Chapter 06_evolutionary_nas: the computations behind the notebook's cells, in its order."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
+from autobuild_lib.core import build
+from autobuild_lib.core.equations import LabelEquation
+from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
+from autobuild_lib.core.training import TrainConfig
+from autobuild_lib.paths import REPO_ROOT
+from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import construction
+from autobuild_lib.study import data as study
+
+
+def prepare(
+    accuracy,
+    dataset,
+    epochs,
+    equations,
+    k,
+    latency_epochs,
+    n_initial,
+    n_iterations,
+    per_iteration,
+    predictor_cache,
+    profile,
+    schemes,
+    seed,
+    seeds,
+    space,
+):
+    """AutoBuild-NAS: evolutionary search in the space AutoBuild builds."""
+    budget = config = eqs = n_train = pcache = None
+    if dataset not in study.DATASETS:
+        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
+    if space not in ("mbv3", "pn"):
+        raise ValueError(f"space must be 'mbv3' or 'pn', got {space!r}")
+    if not isinstance(seed, int) or not (
+        isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) for s in seeds)
+    ):
+        raise ValueError(f"seed must be an int and seeds a non-empty list of ints, got {seed!r}, {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    if not isinstance(equations, (list, tuple)) or len(equations) < 1:
+        raise ValueError("equations must be a non-empty list of label-equation strings")
+    eqs = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
+    bad = [e.text for e in eqs if not set(e.metrics) <= {"acc", "latency_cpu"}]
+    if bad:
+        raise ValueError(f"equations may use only acc and latency_cpu here; not: {bad}")
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown or not schemes or len(set(schemes)) != len(schemes):
+        raise ValueError(f"schemes must be distinct names from {list(SCHEMES)}, got {schemes}")
+
+    # ---- profile: full = the paper's setting; smoke = a tiny end-to-end run (construction.chapter06_settings)
+    settings = construction.chapter06_settings(
+        profile, k, n_initial, n_iterations, per_iteration, epochs, latency_epochs, accuracy, dataset
+    )
+    k, n_initial, n_iterations, per_iteration = (
+        settings[x] for x in ("k", "n_initial", "n_iterations", "per_iteration")
+    )
+    epochs, latency_epochs, accuracy, n_train, budget = (
+        settings[x] for x in ("epochs", "latency_epochs", "accuracy", "n_train", "budget")
+    )
+    dropped = [s for s in schemes if s.startswith("layer-insight") and space != "mbv3"]
+    schemes = [s for s in schemes if s not in dropped]
+    config = TrainConfig(epochs=epochs, seed=seed)
+    pcache = (REPO_ROOT / predictor_cache) if predictor_cache else None
+    print(
+        f"profile={profile}  dataset={dataset}  space={space}  accuracy={accuracy}  K={k}  "
+        f"budget={budget} = {n_initial} + {n_iterations} x {per_iteration}  seeds={list(seeds)}  schemes={schemes}"
+    )
+    if dropped:
+        print(
+            f"dropped {dropped}: the paper's Layer-Insight spaces are hand-reduced MBv3 spaces; there is none for {space}"
+        )
+    return (
+        accuracy,
+        budget,
+        config,
+        eqs,
+        k,
+        latency_epochs,
+        n_initial,
+        n_iterations,
+        n_train,
+        pcache,
+        per_iteration,
+        schemes,
+    )
+
+
+def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, seeds, space):
+    """Data and cost."""
+    frame = keys = l1 = ls = s_per = sp = None
+    study.require(dataset, data_dir, spaces=[space])
+    ls = study.load_set(dataset, space, data_dir, n=n_train, seed=seed)
+    sp, frame = ls.space, ls.frame
+    keys = [sp.to_string(a) for a in ls.archs]
+    n_evals = len(schemes) * len(seeds) * budget
+    root = study.mini_ofa_dir() if study.can_evaluate(dataset) else None
+    s_per = construction.seconds_per_new_arch(root, space, stages=("static", "acc")) if root is not None else None
+    l1 = (
+        find_l1(study.resolve_data_dir(data_dir), space)
+        if dataset == "autobuild-release" and accuracy != "evaluator"
+        else None
+    )
+    cost_lines = [
+        f"{len(frame)} labelled {space} architectures.",
+        f"The comparison requests {len(schemes)} schemes × {len(seeds)} seeds × {budget} = {n_evals} evaluations "
+        "(fewer distinct architectures where searches meet).",
+    ]
+    if accuracy == "evaluator":
+        per = (
+            f"{s_per:.1f} s"
+            if s_per
+            else "the benchmark's per-architecture time (not logged in this data folder; about 5-12 s)"
+        )
+        cost_lines.append(
+            f"Accuracy comes from the evaluator: each architecture neither in the benchmark nor in the cache costs {per} "
+            "(accuracy on the evaluation canvases, FLOPs; latency predicted)"
+            + (f", so at most {n_evals * s_per / 3600:.1f} h of one CPU core from an empty cache." if s_per else ".")
+        )
+    else:
+        cost_lines.append(
+            f"Accuracy and latency of new architectures come from {L1_SOURCE} in `{l1.l1_dir}` (milliseconds "
+            "each); they were trained by the authors, on the released cache itself for accuracy, so the "
+            "circularity is reduced, not removed: these are **predictions**."
+            if l1 is not None
+            else "Accuracy of new architectures comes from an accuracy predictor (surrogate, milliseconds each)"
+            + (
+                "; ImageNet evaluation is not available for the authors' release, so these are **estimates**."
+                if not study.can_evaluate(dataset)
+                else "; this profile does not run the evaluator, so searched accuracies are **estimates**."
+            )
+        )
+    display(Markdown(" ".join(cost_lines)))
+    return frame, keys, l1, ls, s_per, sp
+
+
+def nas_space(config, eqs, k, ls, pcache, sp):
+    """The AutoBuild-NAS space: union of the equations' top-K modules."""
+    candidates = per_eq = union_size = None
+    builds = {}
+    for e in eqs:
+        builds[e.text] = build.build_equation(ls, e, config, cache_dir=pcache)
+    per_eq = [b.top(k) for b in builds.values()]
+    candidates = union_candidates(per_eq)
+    cand_table = pd.DataFrame(
+        {
+            "unit": range(1, sp.n_units + 1),
+            "candidates (union)": [len(c) for c in candidates],
+            "upper bound P*K": [len(per_eq) * k] * sp.n_units,
+            "modules in the full space": [sp.n_modules(u) for u in range(sp.n_units)],
+        }
+    )
+    union_size = math.prod(len(c) for c in candidates)
+    display(cand_table)
+    display(
+        Markdown(
+            f"AutoBuild-NAS searches {union_size:.3g} architectures (x{len(sp.resolutions)} resolutions) instead of "
+            f"{float(sp.size()):.3g}; the bound (P·K)^units is {(len(per_eq) * k) ** sp.n_units:.3g}. "
+            f"Predictors: {sum(b.info['cached'] for b in builds.values())} of {len(builds)} loaded from the cache, "
+            f"training time {sum(b.info['train_s'] for b in builds.values()):.0f} s in total."
+        )
+    )
+    return candidates, per_eq, union_size
+
+
+def evaluators(
+    accuracy,
+    config,
+    data_dir,
+    dataset,
+    eval_cache,
+    frame,
+    keys,
+    l1,
+    latency_epochs,
+    ls,
+    pcache,
+    profile,
+    seed,
+    sp,
+    space,
+):
+    """How architectures are evaluated."""
+    lazy_lat = metrics = None
+    lazy_lat = build.LazyLatencyPredictor(
+        sp, keys, frame["latency_cpu"].to_numpy(), pcache, epochs=latency_epochs, seed=seed
+    )
+    if accuracy == "evaluator":
+        cache_path = construction.resolve_eval_cache(eval_cache, profile, study.mini_ofa_dir())
+        ev = study.evaluator(dataset, cache=cache_path, latency="predict", latency_predictors={space: lazy_lat})
+        metrics = construction.SearchMetrics(sp, space, evaluator=ev)
+        acc_res = None
+        print(f"evaluation cache: {cache_path if profile == 'full' else 'temporary copy (smoke)'}")
+    elif l1 is not None:
+        acc_res = None
+        metrics = construction.SearchMetrics(
+            sp,
+            space,
+            accuracy_fn=lambda a: l1.predict(space, a, "acc"),
+            latency_fn=lambda a: l1.predict(space, a, "latency_cpu"),
+            known=frame,
+        )
+        display(
+            pd.DataFrame(
+                [
+                    {"surrogate": f"{t} ({L1_SOURCE})", "file": l1_files(l1.l1_dir, space, t)[0].name}
+                    for t in ("acc", "latency_cpu")
+                ]
+            )
+        )
+    else:
+        if dataset == "autobuild-release":
+            print(
+                f"no l1_models/ folder with {space} acc and latency_cpu predictors in {study.resolve_data_dir(data_dir)}: "
+                "the study's own predictors are used (see README, released data)"
+            )
+        acc_res, acc_info = build.train_cached(ls.graphs, frame["acc"].to_numpy(), keys, config, pcache)
+        metrics = construction.SearchMetrics(
+            sp, space, accuracy_fn=lambda a: build.predict_archs(acc_res, sp, a), latency_fn=lazy_lat, known=frame
+        )
+        display(
+            pd.DataFrame(
+                [
+                    {
+                        "surrogate": "acc (AutoBuild predictor)",
+                        "test SRCC": acc_res.metrics.get("srcc_pred"),
+                        "test MAE (%)": acc_res.metrics.get("mae"),
+                        "from cache": acc_info["cached"],
+                    }
+                ]
+            ).round(3)
+        )
+    print(
+        f"accuracy of new architectures: {'evaluated (supernet weights)' if metrics.mode == 'evaluator' else f'predicted ({L1_SOURCE})' if l1 is not None else 'predicted (surrogate estimates)'}"
+    )
+    return lazy_lat, metrics
+
+
+def searches(
+    accuracy, candidates, l1, lazy_lat, metrics, n_initial, n_iterations, per_iteration, s_per, schemes, seeds, sp
+):
+    """The searches."""
+    history = names = results = None
+    scheme_objs = {s: make_scheme(s, sp, candidates if s == "autobuild" else None) for s in schemes}
+    names = {s: o.name for s, o in scheme_objs.items()}
+    t0 = time.perf_counter()
+    results = construction.run_search_grid(
+        sp, {names[s]: o for s, o in scheme_objs.items()}, metrics, seeds, n_initial, n_iterations, per_iteration
+    )
+    search_s = time.perf_counter() - t0
+    history = construction.search_history(results)
+    prov = metrics.provenance()
+    if l1 is not None:  # name the predictor that produced the searched architectures' numbers
+        by_l1 = prov["source"] == "predictor"
+        prov.loc[by_l1, "source"] = L1_SOURCE
+        prov.loc[by_l1, ["acc_source", "latency_source"]] = f"predicted ({L1_SOURCE})"
+    hist = history.merge(prov[["arch", "acc_source", "latency_source", "source"]], on="arch", how="left")
+    src = hist.groupby("scheme", sort=False)[["acc_source", "latency_source", "source"]].agg(
+        lambda c: ", ".join(f"{k}: {v}" for k, v in c.value_counts().items())
+    )
+    display(src)
+    computed = prov[prov["source"] == "computed"]
+    n_new = int((prov["source"] != "benchmark").sum())
+    counts = pd.Series(
+        {
+            "evaluations requested": len(history),
+            "distinct architectures": len(prov),
+            "from the benchmark table": int((prov["source"] == "benchmark").sum()),
+            "cache hits": int((prov["source"] == "cache").sum()),
+            "new (computed now)": len(computed),
+            "predicted by the surrogate": int((prov["source"] == "predictor").sum()),
+            f"predicted by {L1_SOURCE}": int((prov["source"] == L1_SOURCE).sum()),
+            "latency measured": int((prov["latency_source"] == "measured").sum()),
+            "latency predicted (k-GNN)": int((prov["latency_source"] == "predicted").sum()),
+        },
+        name="architectures",
+        dtype=object,
+    ).to_frame()
+    display(counts)
+    per_new = s_per or (float(computed["seconds"].mean()) if len(computed) else None)
+    lat_note = (
+        f"latency of new architectures from {L1_SOURCE}"
+        if l1 is not None
+        else "the latency predictor was not needed (every latency measured or cached)"
+        if lazy_lat.result is None
+        else f"latency predictor: test SRCC {lazy_lat.result.test_srcc:.3f}, MAE {lazy_lat.result.test_mae_ms:.2f} ms "
+        f"({'loaded from cache' if lazy_lat.info.get('cached') else 'trained now'})"
+    )
+    display(
+        Markdown(
+            f"{len(history)} evaluations requested, {len(prov)} distinct architectures, {n_new} of them outside the benchmark table; "
+            f"searches took {search_s:.1f} s. Accuracy sources: {prov['acc_source'].value_counts().to_dict()}; "
+            f"latency sources: {prov['latency_source'].value_counts().to_dict()}; {lat_note}. "
+            + (
+                f"{len(computed)} architectures were evaluated now ({computed['seconds'].sum():.0f} s), "
+                f"{int((prov['source'] == 'cache').sum())} were cache hits"
+                + (
+                    f"; from an empty cache the {n_new} would take about {n_new * per_new / 3600:.2f} h of one CPU core."
+                    if per_new
+                    else "."
+                )
+                if accuracy == "evaluator"
+                else ""
+            )
+        )
+    )
+    return history, names, results
+
+
+def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space, train_front):
+    """Hypervolume."""
+    curves = None
+    curves = construction.hypervolume_curves(results, ref_point)
+    palette = dict(zip(names.values(), sns.color_palette("tab10", len(names))))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    ax = axes[0]
+    ax.scatter(frame["latency_cpu"], frame["acc"], s=5, c="0.8", label=f"training archs ({len(frame)})", zorder=1)
+    ax.step(
+        train_front["latency_cpu"],
+        train_front["acc"],
+        where="post",
+        c="k",
+        ls="--",
+        lw=1.2,
+        label="training front",
+        zorder=2,
+    )
+    for (name, s), r in results.items():
+        f = r.front.sort_values("latency_cpu")
+        ax.step(
+            f["latency_cpu"],
+            f["acc"],
+            where="post",
+            color=palette[name],
+            alpha=0.8,
+            lw=1.4,
+            label=name if s == seeds[0] else None,
+            zorder=3,
+        )
+        ax.scatter(f["latency_cpu"], f["acc"], color=palette[name], s=12, zorder=4)
+    ax.set_xlabel(
+        "CPU latency (ms)" + (" [measured or k-GNN predicted]" if metrics.mode == "evaluator" else " [estimates]")
+    )
+    ax.set_ylabel("top-1 accuracy (%)" + ("" if metrics.mode == "evaluator" else " [estimates]"))
+    ax.set_title(
+        f"final fronts, {len(seeds)} seeds each ({'evaluated' if metrics.mode == 'evaluator' else 'predicted'} accuracy)"
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    ax = axes[1]
+    for name, g in curves.groupby("scheme", sort=False):
+        m = g.groupby("evaluated")["HV"].agg(["mean", "min", "max"])
+        ax.plot(m.index, m["mean"], marker="o", color=palette[name], label=name)
+        ax.fill_between(m.index, m["min"], m["max"], color=palette[name], alpha=0.15)
+    ax.set_xlabel("architectures evaluated")
+    ax.set_ylabel("hypervolume (mean, band: min-max over seeds)")
+    ax.set_title(f"{space.upper()} on {dataset}: hypervolume during search")
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    plt.show()
+    return curves
+
+
+def hypervolume_table(curves, names):
+    """Hypervolume."""
+    ab = pairs = None
+    final = curves.loc[curves.groupby(["scheme", "seed"], sort=False)["iteration"].idxmax()].pivot(
+        index="seed", columns="scheme", values="HV"
+    )
+    ab = names.get("autobuild")
+    pair_rows = []
+    if ab is not None:
+        for other in [n for n in names.values() if n != ab]:
+            d = final[ab] - final[other]
+            pair_rows.append(
+                {
+                    "baseline": other,
+                    "mean HV difference (AutoBuild - baseline)": d.mean(),
+                    "std": d.std(ddof=1) if len(d) > 1 else np.nan,
+                    "seeds won": f"{int((d > 0).sum())}/{len(d)}",
+                }
+            )
+    pairs = pd.DataFrame(pair_rows)
+    shown = (
+        pairs.round(4) if len(pairs) else Markdown("AutoBuild-NAS is not among the schemes: no pairwise comparison.")
+    )
+    return ab, pairs, shown
+
+
+def claims(
+    ab,
+    budget,
+    candidates,
+    k,
+    l1,
+    metrics,
+    n_initial,
+    n_iterations,
+    pairs,
+    per_eq,
+    per_iteration,
+    profile,
+    seeds,
+    sp,
+    summary,
+    union_size,
+):
+    """Paper vs this study."""
+    suffix = (
+        ""
+        if metrics.mode == "evaluator"
+        else f" (accuracy: {L1_SOURCE})"
+        if l1 is not None
+        else " (accuracy: predictor estimates)"
+    )
+    smoke = " [smoke run: not evidence]" if profile == "smoke" else ""
+
+    def verdict(ok, checkable=True):
+        return "not checked" if not checkable else ("reproduced" if ok else "not reproduced") + suffix + smoke
+
+    rank = list(summary.index)
+    paper_size = (4 * 25) ** 5
+    rows = [
+        {
+            "claim": "AutoBuild-NAS reaches the best accuracy-latency front (largest hypervolume)",
+            "paper": "yes (Fig. 5, bottom)",
+            "this study": (
+                f"rank {rank.index(ab) + 1} of {len(rank)}: "
+                + ", ".join(f"{n} {summary.loc[n, 'HV mean']:.4g} ± {summary.loc[n, 'HV std']:.2g}" for n in rank)
+            )
+            if ab in rank
+            else "AutoBuild-NAS not run",
+            "verdict": verdict(bool(rank and rank[0] == ab), checkable=ab in rank and len(rank) > 1),
+        }
+    ]
+    for _, p in pairs.iterrows():
+        won, n = map(int, p["seeds won"].split("/"))
+        rows.append(
+            {
+                "claim": f"AutoBuild-NAS beats {p['baseline']}",
+                "paper": "yes",
+                "this study": f"mean HV difference {p['mean HV difference (AutoBuild - baseline)']:+.4g}, won {won}/{n} seeds",
+                "verdict": verdict(p["mean HV difference (AutoBuild - baseline)"] > 0 and won > n / 2),
+            }
+        )
+    rows.append(
+        {
+            "claim": "union of 4 equations' top-25 modules per unit: (4·25)^5 = 1e10 architectures",
+            "paper": f"{paper_size:.3g}",
+            "this study": f"{union_size:.3g} ({len(per_eq)} equations, K={k})",
+            "verdict": (
+                "reproduced"
+                if union_size == paper_size
+                else f"not reproduced: smaller, the equations' top-K lists overlap ({sum(len(c) for c in candidates)} of "
+                f"{len(per_eq) * k * sp.n_units} module slots distinct)"
+            )
+            if (len(per_eq) == 4 and k == 25)
+            else "not checked",
+        }
+    )
+    rows.append(
+        {
+            "claim": "budget 250 = 50 + 4 x 50 per search",
+            "paper": "250",
+            "this study": f"{budget} = {n_initial} + {n_iterations} x {per_iteration}, {len(seeds)} seeds",
+            "verdict": "same setting" if budget == 250 and (n_initial, n_iterations) == (50, 4) else "not checked",
+        }
+    )
+    claims = pd.DataFrame(rows)
+    claims_mod.record_claims(claims, "06_evolutionary_nas")  # for the verdict page (autobuild_lib.study.claims)
+    with pd.option_context("display.max_colwidth", None):
+        display(claims)
+    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
+    display(
+        Markdown(
+            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
+            if disagree
+            else "This run does not contradict any of the claims above."
+        )
+    )

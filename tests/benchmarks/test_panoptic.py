@@ -1,0 +1,127 @@
+"""Mini-Panoptic: fast PQ equals torchmetrics, instance maps, static == elastic net, generation stages."""
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_panoptic_mosaics import _garments
+
+from autobuild_lib.benchmarks.miniofa.supernet import space_of
+from autobuild_lib.benchmarks.panoptic import generate as gen
+from autobuild_lib.benchmarks.panoptic.model import panoptic_maps
+from autobuild_lib.benchmarks.panoptic.mosaics import make_mosaics, panoptic_quality, pq_counts, pq_from_counts
+from autobuild_lib.benchmarks.panoptic.train import (
+    PanopticConfig,
+    build_data,
+    build_model,
+    count_flops,
+    fixed_resolution,
+    noise_mosaics,
+    sample_archs,
+    static_model,
+)
+
+
+def _noisy_logits(m, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    one_hot = torch.nn.functional.one_hot(m.semantic.long(), 12).permute(0, 3, 1, 2).float()
+    noise = torch.randn(one_hot.shape, generator=g) * scale
+    return torch.nn.functional.avg_pool2d(3 * one_hot + noise, 3, 1, 1)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5, 3.0])
+def test_fast_pq_equals_torchmetrics(scale):
+    imgs, labs = _garments(80)
+    m = make_mosaics(imgs, labs, 12, seed=1)
+    sem, ins = panoptic_maps(_noisy_logits(m, scale, 0), min_area=4)
+    ref = panoptic_quality(sem, ins, m.semantic, m.instance)
+    counts = pq_counts(sem, ins, m.semantic, m.instance)
+    assert pq_from_counts(counts) == pytest.approx(ref, abs=1e-6)
+    # counts add over batches
+    split = pq_counts(sem[:5], ins[:5], m.semantic[:5], m.instance[:5]) + \
+        pq_counts(sem[5:], ins[5:], m.semantic[5:], m.instance[5:])
+    np.testing.assert_allclose(split, counts)
+
+
+def test_panoptic_maps_separates_components_and_drops_small_ones():
+    logits = torch.zeros(1, 12, 10, 10)
+    logits[0, 10] = 1.0                    # stuff everywhere ...
+    logits[0, 3, 0:3, 0:3] = 5.0           # ... a class-3 blob of 9 px
+    logits[0, 3, 6:9, 6:9] = 5.0           # a second, separate class-3 blob
+    logits[0, 5, 0, 9] = 5.0               # a 1-px class-5 speck
+    sem, ins = panoptic_maps(logits, min_area=4)
+    assert sem[0, 0, 9] == 10 and ins[0, 0, 9] == 0          # speck given to the likelier stuff class
+    a, b = int(ins[0, 1, 1]), int(ins[0, 7, 7])
+    assert a > 0 and b > 0 and a != b and (sem[0, 0:3, 0:3] == 3).all()
+    assert (ins[0][sem[0] >= 10] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = PanopticConfig(n_train=32, n_calib=16, n_val=16, n_test=8, n_val_pool=200, batch_size=8,
+                         supernet_steps=2, ft_steps=2)
+    imgs, labs = _garments(400)
+    fm = {"train_images": imgs, "train_labels": labs, "test_images": imgs[:50], "test_labels": labs[:50]}
+    return cfg, fm
+
+
+def test_static_subnet_matches_the_elastic_supernet(tiny):
+    cfg, fm = tiny
+    data = build_data(cfg, fm)
+    model = build_model(cfg, gen.BACKBONE).eval()
+    arch = sample_archs(space_of("mbv3"), 1, 3)[0]
+    sub = static_model(model, arch).eval()     # also activates arch in the supernet
+    with torch.no_grad():
+        torch.testing.assert_close(sub(data.val.images[:4]), model(data.val.images[:4]), rtol=1e-4, atol=1e-4)
+    big = fixed_resolution(space_of("mbv3").from_string("224|" + "|".join(["k7e6,k7e6,k7e6,k7e6"] * 5)))
+    assert count_flops(static_model(model, big)) > count_flops(sub) > 0
+
+
+def test_generation_stages_are_resumable(tiny, tmp_path, monkeypatch):
+    cfg, fm = tiny
+    monkeypatch.setattr(gen, "build_data", lambda c: build_data(c, fm))
+    monkeypatch.setattr(gen, "N_PSEUDO", 24)
+    monkeypatch.setattr(gen, "N_FULL", 6)
+    monkeypatch.setattr(gen, "N_RELIABILITY", 5)
+    monkeypatch.setattr(gen, "PREDICTOR_EPOCHS", 2)
+    monkeypatch.setattr(gen, "K", 1)
+    monkeypatch.setattr(gen, "N_NOISE", 40)
+    monkeypatch.setattr(gen, "NOISE_SIZES", (10, 40))
+    monkeypatch.setattr(gen, "_noise_set", lambda c, n: noise_mosaics(c, n, fm))
+    gen._worker_state.cache_clear()
+    gen.generate(["supernet", "reliability", "noise"], root=tmp_path, cfg=cfg, progress=False,
+                 work_dir=tmp_path / "work-cache")
+    rel_path = tmp_path / "reliability.json"
+    rel = json.loads(rel_path.read_text())
+    rel_path.write_text(json.dumps({**rel, "srcc_halves": 0.5}))   # the guard's case, whatever 5 tiny archs gave
+    with pytest.raises(ValueError, match="not reliable"):
+        gen.generate(["pseudo"], root=tmp_path, cfg=cfg, progress=False, work_dir=tmp_path / "work-cache")
+    curve = json.loads((tmp_path / "reliability-curve.json").read_text())
+    assert {r["kind"] for r in curve["curve"]} == {"pq", "miou", "neg_ce"} and curve["n_mosaics"] == 40
+    rep = gen.generate(root=tmp_path, cfg=cfg, progress=False, work_dir=tmp_path / "work-cache",
+                       allow_unreliable=True)
+    assert set(rep) == set(gen.STAGES)
+    assert rel["n"] == 5 and -1 <= rel["srcc_halves"] <= 1
+    pseudo, full = pd.read_csv(tmp_path / "pseudo.csv"), pd.read_csv(tmp_path / "full.csv")
+    assert len(pseudo) == 24 and len(full) == 6 and list(full["arch"]) == list(pseudo["arch"][:6])
+    assert pseudo["pq"].between(0, 100).all() and (pseudo["flops"] > 0).all()
+    cons = pd.read_csv(tmp_path / "constructed.csv")
+    assert set(cons["equation"]) == set(gen.EQUATIONS) and cons["pq_full"].notna().all()
+    again = gen.generate(root=tmp_path, cfg=cfg, progress=False, work_dir=tmp_path / "work-cache",
+                         allow_unreliable=True)
+    assert again["supernet"].get("skipped") and again["pseudo"]["done_now"] == 0
+    assert pd.read_csv(tmp_path / "pseudo.csv").equals(pseudo)
+    assert not list(tmp_path.rglob(".partial-*"))
+    gen._worker_state.cache_clear()
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="even"):
+        PanopticConfig(n_val=15)
+    with pytest.raises(ValueError, match="positive"):
+        PanopticConfig(supernet_steps=0)
+    with pytest.raises(ValueError, match="unknown stages"):
+        gen.generate(["labels"])
+    assert dataclasses.asdict(PanopticConfig())["size"] == 64
