@@ -386,4 +386,14 @@ def claims(acc_eq, gain, k, lat_eq, med, n_beyond_eq, n_constructed, n_units, pr
             },
         ]
     )
-    claims_mod.show_claims(claims, "05_mbv3_pareto", wide=True)
+    claims_mod.record_claims(claims, "05_mbv3_pareto")  # for the verdict page (autobuild_lib.study.claims)
+    with pd.option_context("display.max_colwidth", None):
+        display(claims)
+    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
+    display(
+        Markdown(
+            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
+            if disagree
+            else "This run does not contradict any of the claims above."
+        )
+    )

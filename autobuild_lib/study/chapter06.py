@@ -479,4 +479,14 @@ def claims(
         }
     )
     claims = pd.DataFrame(rows)
-    claims_mod.show_claims(claims, "06_evolutionary_nas", wide=True)
+    claims_mod.record_claims(claims, "06_evolutionary_nas")  # for the verdict page (autobuild_lib.study.claims)
+    with pd.option_context("display.max_colwidth", None):
+        display(claims)
+    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
+    display(
+        Markdown(
+            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
+            if disagree
+            else "This run does not contradict any of the claims above."
+        )
+    )

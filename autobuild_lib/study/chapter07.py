@@ -755,5 +755,14 @@ def claims(
             },
         ]
     claims = pd.DataFrame(rows)
-    claims_mod.show_claims(claims, "07_panoptic")
+    claims_mod.record_claims(claims, "07_panoptic")  # for the verdict page (autobuild_lib.study.claims)
+    display(claims)
+    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
+    display(
+        Markdown(
+            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
+            if disagree
+            else "This run does not contradict any of the claims above."
+        )
+    )
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

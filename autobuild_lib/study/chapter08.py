@@ -275,5 +275,14 @@ def claims(fe_best, groups, lab, profile, rel, reliable, run_diff, spread_68, t_
         },
     ]
     claims = pd.DataFrame(rows)
-    claims_mod.show_claims(claims, "08_sd_inpainting")
+    claims_mod.record_claims(claims, "08_sd_inpainting")
+    display(claims)
+    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
+    display(
+        Markdown(
+            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
+            if disagree
+            else "This run does not contradict any of the claims above."
+        )
+    )
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

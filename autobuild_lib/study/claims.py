@@ -41,20 +41,6 @@ def record_claims(frame: pd.DataFrame, chapter: str) -> pd.DataFrame:
     return frame
 
 
-def show_claims(frame: pd.DataFrame, chapter: str, wide: bool = False) -> pd.DataFrame:
-    """Record a chapter's "paper vs this study" table for the verdict page, display it, and say in one
-    sentence where this run disagrees with the paper (verdicts starting with "not reproduced")."""
-    from IPython.display import Markdown, display
-
-    record_claims(frame, chapter)
-    with pd.option_context("display.max_colwidth", None if wide else pd.get_option("display.max_colwidth")):
-        display(frame)
-    disagree = frame.loc[frame["verdict"].str.startswith("not reproduced"), "claim"].tolist()
-    display(Markdown(("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".") if disagree
-                     else "This run does not contradict any of the claims above."))
-    return frame
-
-
 def verdict_category(verdict: str) -> str:
     """``agrees``, ``disagrees`` or ``open`` for a chapter's verdict string."""
     v = str(verdict).strip().lower()

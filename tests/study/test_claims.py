@@ -32,18 +32,3 @@ def test_bad_input(tmp_path):
         load_claims(tmp_path)
     assert load_claims(tmp_path / "empty").empty
     assert verdict_category("Consistent [smoke run: not evidence]") == "agrees"
-
-
-def test_show_claims_records_and_names_disagreements(tmp_path, monkeypatch, capsys):
-    import pandas as pd
-
-    from autobuild_lib.study import claims as C
-
-    monkeypatch.setenv("AUTOBUILD_CLAIMS_DIR", str(tmp_path))
-    frame = pd.DataFrame({"claim": ["a", "b"], "paper": ["x", "y"], "this study": ["x", "z"],
-                          "verdict": ["reproduced", "not reproduced: z"]})
-    shown = {}
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown.setdefault(type(obj).__name__, obj))
-    C.show_claims(frame, "99_test")
-    assert "a" in shown["DataFrame"]["claim"].tolist()
-    assert shown["Markdown"].data == "**Where this study disagrees with the paper:** b."
