@@ -265,7 +265,7 @@ def test_card_reports_pilots_progress_and_blocked_status(tmp_path):
     ShardStore(tmp_path / "work" / "pn" / "static").append([{"arch": "a", "flops": 300.0, "n_params": 5.0},
                                                                  {"arch": "b", "flops": 500.0, "n_params": 7.0}])
     card = write_card(tmp_path).read_text()
-    assert "**Accuracy labels are not generated**" in card
+    assert "Generation in progress" in card and "no supernet exported yet" in card
     assert "| pilot Q | mbv3 | 40 | 100 (50+50) | 0.800 |" in card and "| **no** |" in card
     assert "| pn | 2 | 0 | 0 |" in card and "| pn flops " in card
     checks = {"rows": 2, "partial": True, "srcc_flops_latency": 0.7, "ir": {"graphs": 2, "keys_match_table": True,
@@ -278,9 +278,22 @@ def test_card_reports_pilots_progress_and_blocked_status(tmp_path):
     checks["repeat"]["latency_srcc"] = 0.95
     (tmp_path / "checks-pn.json").write_text(json.dumps(checks))
     assert "fail the repeatability" not in write_card(tmp_path).read_text()
-    rel.update(srcc_split_acc=0.95, srcc_acc_depth=0.4)
+    rel.update(srcc_split_acc=0.95, srcc_acc_depth=0.01, config={"canvas": 56})
     (tmp_path / "pilots" / "Q-mbv3" / "reliability.json").write_text(json.dumps(rel))
-    assert "not generated**" not in write_card(tmp_path).read_text()
+    card = write_card(tmp_path).read_text()
+    assert "| 0.950 |" in card and "| **no** |" not in card  # the depth bar is dropped (issue 20)
+    key = space_of("mbv3").to_string(benchmark_archs("mbv3", 1)[0])
+    ShardStore(tmp_path / "work" / "mbv3" / "acc").append([{"arch": key, "acc": 70.0, "acc_a": 69.0, "acc_b": 71.0,
+                                                              "ce": 1.0, "flops_mini": 9.0}])
+    (tmp_path / "runs.jsonl").write_text(json.dumps({"space": "mbv3", "stage": "supernet", "design": "Q",
+                                                     "exported_from": "pilots/Q-mbv3/supernet.pt",
+                                                     "retrained": False, "wall_s": 1.0, "started_utc": "2026-12-06T00:00:00+00:00",
+                                                     "machine": {"cpu": "test CPU", "n_cpus": 2, "platform": "Linux", "python": "3.11",
+                                                                 "torch": "2.14.1", "ofa": "0.1", "torch_threads": 1}}) + "\n")
+    card = write_card(tmp_path).read_text()
+    assert "**Accuracy labelling in progress** with design Q" in card and "mbv3 1 of 3,000, pn 0 of 3,000" in card
+    assert "- `mbv3`: design Q, `supernet-mbv3.pt` exported from `pilots/Q-mbv3/supernet.pt`" in card
+    assert "canvas=56" in card
 
 
 def test_latency_model_stage_trains_on_the_measured_shards(tmp_path):
