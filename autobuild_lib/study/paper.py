@@ -58,3 +58,7 @@ SD_HW_LABELLED = 90
 # ------------------------------------------------------------------ panoptic segmentation (Sec. 5.2, 7.7)
 #: pseudo-labelled architectures AutoBuild trains on, and fully fine-tuned ones forming the front (Sec. 5.2)
 PANOPTIC_PSEUDO, PANOPTIC_FULL = 1300, 118
+#: predictor epochs on the panoptic architectures (Sec. 7.1)
+PANOPTIC_EPOCHS = 300
+#: y = PQ/log10(FLOPs) overshoots the front's FLOPs by about this much, at fronts of about 170 GFLOPs (Sec. 5.2)
+PANOPTIC_LOG_OVERSHOOT_GFLOPS, PANOPTIC_FRONT_GFLOPS = 5, 170
