@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from autobuild_lib.benchmarks.pipeline.atomic import atomic_write
+
 __all__ = ["CLAIMS_ENV", "COLUMNS", "CONSISTENT", "INCONSISTENT", "UNDETERMINED", "NOT_COMPARABLE", "SMOKE",
            "Outcome", "Verdict", "verdict", "verdict_close", "verdict_number", "undetermined", "not_comparable",
            "note", "claims_table", "outcomes", "disagreements", "record_claims", "show_claims", "load_claims"]
@@ -182,9 +184,8 @@ def record_claims(frame: pd.DataFrame, chapter: str) -> pd.DataFrame:
     if directory:
         path = Path(directory) / f"{chapter}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
-        frame[COLUMNS].astype(str).to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            frame[COLUMNS].astype(str).to_csv(tmp, index=False)
     return frame
 
 
