@@ -18,13 +18,9 @@ Chapter 02 trains AutoBuild predictors with the Eq. 4 loss and with MSE only, ov
 * :func:`hop_srcc_table` -- the same as a compact wide table, "mean +/- std" per hop;
 * :func:`training_cost` -- seconds per epoch and per graph-epoch of the runs, and the
   projected time of another run size (how the full profile's epochs were chosen);
-* :func:`hop_srcc_claims` -- the Fig. 2 claims checked against the runs, verdicts computed.
+* :func:`hop_srcc_claims` -- the Fig. 2 claims checked against the runs: whether each holds.
 
-Both chapters close with :func:`disagreements`: the rows of their "paper vs this study"
-table that are not consistent.
-
-Verdicts are always computed from numbers (:func:`verdict`, :func:`verdict_close`); the
-chapters never type one in.
+The chapters word the verdicts (:mod:`autobuild_lib.study.claims`); this module only measures.
 """
 from __future__ import annotations
 
@@ -40,59 +36,13 @@ from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
 from autobuild_lib.core.train_many import TrainTask, train_many
 from autobuild_lib.core.training import TrainConfig
 
-__all__ = ["CONSISTENT", "INCONSISTENT", "UNDETERMINED", "NOT_COMPARABLE", "LOSSES",
-           "verdict", "verdict_close", "claims_frame", "disagreements", "space_overview", "unit_overview",
+__all__ = ["LOSSES", "space_overview", "unit_overview",
            "label_columns", "label_summary", "label_srcc", "depth_effect", "hop_srcc_runs",
            "hop_srcc_long", "summarise_hop_srcc", "hop_srcc_table", "training_cost", "hop_srcc_claims"]
-
-CONSISTENT = "consistent"
-INCONSISTENT = "inconsistent"
-UNDETERMINED = "undetermined"
-NOT_COMPARABLE = "not comparable"
 
 #: loss name -> ``TrainConfig.hop_srcc``
 LOSSES: dict[str, bool] = {"autobuild": True, "mse": False}
 LOSS_LABELS = {"autobuild": "AutoBuild (Eq. 4)", "mse": "MSE only"}
-
-
-# ---------------------------------------------------------------- verdicts
-def verdict(ok: bool | None | float) -> str:
-    """``consistent`` / ``inconsistent`` for a boolean; ``undetermined`` for ``None`` or NaN."""
-    if ok is None or (isinstance(ok, float) and np.isnan(ok)):
-        return UNDETERMINED
-    return CONSISTENT if bool(ok) else INCONSISTENT
-
-
-def verdict_close(measured: float, paper: float, rel_tol: float) -> str:
-    """``consistent`` when ``measured`` is within ``rel_tol`` (relative) of ``paper``."""
-    if rel_tol < 0:
-        raise ValueError(f"rel_tol must be >= 0, got {rel_tol}")
-    if not (np.isfinite(measured) and np.isfinite(paper)):
-        return UNDETERMINED
-    return verdict(abs(measured - paper) <= rel_tol * abs(paper))
-
-
-def claims_frame(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
-    """The "paper vs this study" table: columns claim / paper / this study / verdict."""
-    cols = ["claim", "paper", "this study", "verdict"]
-    for r in rows:
-        missing = [c for c in cols if c not in r]
-        if missing:
-            raise ValueError(f"claim row {r!r} lacks {missing}")
-    return pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)
-
-
-def disagreements(claims: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a claims table whose verdict does not start with ``consistent``.
-
-    Keeps inconsistent, undetermined and not-comparable rows (and any annotated variants such
-    as ``"inconsistent [smoke run: not evidence]"``), so a chapter can say plainly where it does
-    not reproduce the paper.
-    """
-    if "verdict" not in claims.columns:
-        raise ValueError("disagreements needs a claims table with a 'verdict' column (see claims_frame)")
-    ok = claims["verdict"].astype(str).str.startswith(CONSISTENT)
-    return claims[~ok]
 
 
 # ---------------------------------------------------------- the two spaces
@@ -301,12 +251,13 @@ def hop_srcc_claims(runs: pd.DataFrame, tol: float = 0.1) -> pd.DataFrame:
     """The Fig. 2 claims, per (space, label), checked against ``runs`` (both losses needed).
 
     1. *With the hop-level loss every hop's norm ranks architectures well*: measured as the
-       lowest seed-mean test SRCC over hops of the AutoBuild predictors; consistent when it
+       lowest seed-mean test SRCC over hops of the AutoBuild predictors; holds when it
        is at least the seed-mean SRCC of their own MLP head minus ``tol``.
     2. *MSE-only embeddings do not*: per seed, the hop-averaged SRCC of AutoBuild minus that of
-       MSE-only (same split); consistent when the difference is positive on every seed.
+       MSE-only (same split); holds when the difference is positive on every seed.
 
-    NaN SRCCs (a constant norm or label on a tiny test split) make the verdict ``undetermined``.
+    Columns claim / paper / this study / holds (True, False, or None where NaN SRCCs -- a
+    constant norm or label on a tiny test split -- leave it undecided).
     """
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
@@ -328,7 +279,7 @@ def hop_srcc_claims(runs: pd.DataFrame, tol: float = 0.1) -> pd.DataFrame:
             "paper": "high SRCC at every hop m = 0..4 (Fig. 2)",
             "this study": f"min over hops {worst:.3f} (hop {worst_hop}) vs head {head:.3f}; "
                           f"criterion: >= head - {tol:g}",
-            "verdict": verdict(ok1)})
+            "holds": ok1})
         seeds = sorted(set(ab.index) & set(mse.index))
         diff = (ab.loc[seeds, hops].mean(axis=1, skipna=False) - mse.loc[seeds, hops].mean(axis=1, skipna=False))
         ok2 = None if (not seeds or diff.isna().any()) else bool((diff > 0).all())
@@ -337,5 +288,5 @@ def hop_srcc_claims(runs: pd.DataFrame, tol: float = 0.1) -> pd.DataFrame:
             "paper": "MSE-only embeddings do not rank well (Fig. 2)",
             "this study": f"hop-mean SRCC AutoBuild - MSE: {diff.mean():+.3f} "
                           f"(per seed {', '.join(f'{d:+.3f}' for d in diff)}); criterion: > 0 on every seed",
-            "verdict": verdict(ok2)})
-    return claims_frame(rows)
+            "holds": ok2})
+    return pd.DataFrame(rows, columns=["claim", "paper", "this study", "holds"])

@@ -33,9 +33,8 @@ Paper Sec. 3.2 / 4.2 / 7.6 (Figs. 3, 4, 8-10):
   compares raw and Eq. 5-shifted scores per (unit, module length), and
   :func:`extreme_modules` / :func:`draw_extremes` give the best and worst
   module of every unit.
-* :func:`verdict_number` / :func:`verdict_claim` turn measured numbers into the
-  verdict column of a "paper vs this study" table, in the vocabulary of
-  :mod:`autobuild_lib.core.analysis` (consistent / inconsistent / undetermined).
+
+The chapters word the verdicts on these numbers (:mod:`autobuild_lib.study.claims`).
 """
 from __future__ import annotations
 
@@ -46,7 +45,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from autobuild_lib.core.analysis import CONSISTENT, INCONSISTENT, UNDETERMINED, verdict
 from autobuild_lib.core.graphs import FeatureSchema, GraphTable
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.training import TrainConfig
@@ -79,8 +77,6 @@ __all__ = [
     "top_value_agreement",
     "value_effects",
     "value_shares",
-    "verdict_claim",
-    "verdict_number",
 ]
 
 
@@ -631,22 +627,3 @@ def draw_extremes(ax, extremes: pd.DataFrame, title: str | None = None, unit_nam
     if title:
         ax.set_title(title, fontsize=9)
 
-
-# --------------------------------------------------------------- verdicts
-# The vocabulary of :mod:`autobuild_lib.core.analysis` (consistent / inconsistent / undetermined), so every
-# chapter's "paper vs this study" table reads the same.
-def verdict_number(measured: float | None, paper: float, tol: float, relative: bool = False) -> str:
-    """``consistent`` when ``|measured - paper| <= tol`` (``relative``: ``tol * |paper|``), else
-    ``inconsistent (higher)`` / ``inconsistent (lower)``; ``undetermined`` for None or NaN."""
-    if tol < 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    if measured is None or not np.isfinite(measured):
-        return UNDETERMINED
-    bound = tol * abs(paper) if relative else tol
-    if abs(measured - paper) <= bound:
-        return CONSISTENT
-    return f"{INCONSISTENT} ({'higher' if measured > paper else 'lower'})"
-
-
-#: ``consistent`` / ``inconsistent`` / ``undetermined`` (None or NaN): the same words as chapters 01-02.
-verdict_claim = verdict

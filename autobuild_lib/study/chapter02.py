@@ -10,8 +10,9 @@ from IPython.display import Markdown, display
 
 from autobuild_lib.core import analysis
 from autobuild_lib.core.training import TrainConfig
-from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
+from autobuild_lib.study import paper
 
 
 def prepare(batch_size, data_dir, dataset, epochs, labels, lr, paper_check, profile, seed, seeds, spaces, srcc_tol):
@@ -118,8 +119,8 @@ def training_budget(PAPER, SCHEDULE, SPACES, epochs, labels, schedule, seeds, se
     )
     cost = analysis.training_cost(runs)
     n_full = len(SPACES) * len(labels) * len(seeds) * 2
-    full_proj = analysis.training_cost(runs, n_train=2700, epochs=SCHEDULE["full"]["epochs"], n_runs=n_full)
-    paper_proj = analysis.training_cost(runs, n_train=2700, epochs=PAPER["epochs"], n_runs=n_full)
+    full_proj = analysis.training_cost(runs, n_train=paper.TRAIN_ARCHS, epochs=SCHEDULE["full"]["epochs"], n_runs=n_full)
+    paper_proj = analysis.training_cost(runs, n_train=paper.TRAIN_ARCHS, epochs=PAPER["epochs"], n_runs=n_full)
     print(
         f"trained {len(runs)} predictors x {epochs} epochs on {runs['n_train'].mean():.0f} training graphs each "
         f"in {cost['seconds']:.0f} s ({cost['per_epoch']:.3f} s per epoch, "
@@ -127,12 +128,12 @@ def training_budget(PAPER, SCHEDULE, SPACES, epochs, labels, schedule, seeds, se
     )
     if runs["n_train"].min() >= 1000:
         print(
-            f"projected at this cost for {n_full} predictors on 2,700 training graphs: full profile "
+            f"projected at this cost for {n_full} predictors on {paper.TRAIN_ARCHS:,} training graphs: full profile "
             f"({SCHEDULE['full']['epochs']} epochs) {full_proj['projected'] / 60:.1f} min; "
             f"paper's {PAPER['epochs']} epochs {paper_proj['projected'] / 60:.1f} min"
         )
     else:
-        print("too few training graphs for a projection to 2,700 (few batches per epoch: per-batch overhead dominates)")
+        print(f"too few training graphs for a projection to {paper.TRAIN_ARCHS:,} (few batches per epoch: per-batch overhead dominates)")
     return runs
 
 
@@ -195,12 +196,12 @@ def fig2(SPACES, dataset, epochs, labels, lr, runs, seeds):
 
 def schedule_check(PAPER, SPACES, epochs, labels, lr, paper_check, runs, seeds, sets):
     """The shortened schedule against the paper's (`paper_check`)."""
-    check_proj = analysis.training_cost(runs, n_train=2700, epochs=PAPER["epochs"], n_runs=2 * len(SPACES))
+    check_proj = analysis.training_cost(runs, n_train=paper.TRAIN_ARCHS, epochs=PAPER["epochs"], n_runs=2 * len(SPACES))
     if not paper_check:
         print(
             "paper_check is off"
             + (
-                f"; on 2,700 training graphs it would add about {check_proj['projected'] / 60:.1f} min"
+                f"; on {paper.TRAIN_ARCHS:,} training graphs it would add about {check_proj['projected'] / 60:.1f} min"
                 if runs["n_train"].min() >= 1000
                 else ""
             )
@@ -238,21 +239,19 @@ def schedule_check(PAPER, SPACES, epochs, labels, lr, paper_check, runs, seeds, 
 def claims(PAPER, batch_size, epochs, lr, profile, runs, schedule, seeds, srcc_tol):
     """Paper vs this study."""
     claims = comparison = same_schedule = None
-    claims = analysis.hop_srcc_claims(runs, tol=srcc_tol)
+    checked = analysis.hop_srcc_claims(runs, tol=srcc_tol)
+    fig2_rows = [{**r, "verdict": C.verdict(r["holds"])} for r in checked.to_dict("records")]
+    claims = C.claims_table(fig2_rows)
     same_schedule = schedule == PAPER
     schedule_row = {
         "claim": "training schedule of each predictor",
         "paper": f"{PAPER['epochs']} epochs, lr {PAPER['lr']:g}, batch {PAPER['batch_size']}",
         "this study": f"{epochs} epochs, lr {lr:g}, batch {batch_size}; {len(seeds)} seeds x 2 losses; "
         f"{runs['n_train'].iloc[0]} train / {runs['n_test'].iloc[0]} test architectures per space",
-        "verdict": analysis.CONSISTENT
-        if same_schedule
-        else f"{analysis.NOT_COMPARABLE} (shortened to fit the CPU budget)",
+        "verdict": C.verdict(True) if same_schedule else C.not_comparable("shortened to fit the CPU budget"),
     }
-    comparison = pd.concat([analysis.claims_frame([schedule_row]), claims], ignore_index=True)
-    if profile == "smoke":
-        comparison["verdict"] = comparison["verdict"] + " [smoke run: not evidence]"
-    claims_mod.record_claims(comparison, "02_hop_srcc")  # for the verdict page (autobuild_lib.study.claims)
+    comparison = C.claims_table([schedule_row, *fig2_rows], smoke=profile == "smoke")
+    C.record_claims(comparison, "02_hop_srcc")  # for the verdict page (autobuild_lib.study.claims)
     tally = comparison["verdict"].value_counts()
     print(", ".join(f"{v}: {n}" for v, n in tally.items()) + f"  ({epochs} epochs, {profile} profile)")
     return claims, comparison, same_schedule
@@ -260,14 +259,15 @@ def claims(PAPER, batch_size, epochs, lr, profile, runs, schedule, seeds, srcc_t
 
 def disagreements(PAPER, claims, comparison, dataset, epochs, lr, profile, runs, same_schedule):
     """Where this study disagrees, and why it might."""
-    dis = analysis.disagreements(comparison)
+    dis = C.disagreements(comparison, include_open=True)
     hop_cols = [c for c in runs.columns if c.startswith("srcc_h") and c[6:].isdigit()]
     ab_means = runs[runs.loss == "autobuild"].groupby(["space", "label"])[hop_cols].mean()
     worst_hop = ab_means.idxmin(axis=1).str.replace("srcc_h", "", regex=False)
     n_test = int(runs["n_test"].iloc[0])
     lines = []
-    c1 = claims[claims.claim.str.contains("every hop") & ~claims.verdict.str.startswith(analysis.CONSISTENT)]
-    c2 = claims[claims.claim.str.contains("MSE-only") & ~claims.verdict.str.startswith(analysis.CONSISTENT)]
+    unconfirmed = C.disagreements(claims, include_open=True)
+    c1 = unconfirmed[unconfirmed.claim.str.contains("every hop")]
+    c2 = unconfirmed[unconfirmed.claim.str.contains("MSE-only")]
     if profile == "smoke":
         lines.append(
             f"- This is a **smoke run** ({epochs} epochs on {runs['n_train'].iloc[0]} architectures, "
@@ -313,7 +313,7 @@ def disagreements(PAPER, claims, comparison, dataset, epochs, lr, profile, runs,
             "- The labels are Mini-OFA's (subnets of a small supernet on cluttered Fashion-MNIST, CPU latency "
             "measured here), not the paper's ImageNet labels; noisier accuracy labels lower every SRCC."
         )
-    consistent = int(comparison.verdict.str.startswith(analysis.CONSISTENT).sum())
+    consistent = len(comparison) - len(dis)
     text = (
         f"{consistent} of {len(comparison)} rows are consistent with the paper"
         + ("." if dis.empty else "; the others: " + "; ".join(f"*{c}*" for c in dis.claim) + ".")

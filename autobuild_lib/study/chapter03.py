@@ -15,8 +15,9 @@ from autobuild_lib.core import interpret
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.spaces import get_space
 from autobuild_lib.core.training import TrainConfig, train_predictor
-from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
+from autobuild_lib.study import paper
 
 
 def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds):
@@ -90,8 +91,9 @@ def ir_predictor_metrics(runs, srcc):
     axes[0].legend()
     srcc.filter(like="hop").T.plot(marker="o", ax=axes[1], legend=len(runs) > 1)
     axes[1].set(xlabel="hop m", ylabel="test SRCC of ||h_G^m||_1", title="Ranking quality per hop")
-    axes[1].axhline(0.79, color="grey", ls="--", lw=1)
-    axes[1].text(0, 0.795, "paper, hop 0: 0.79", fontsize=8, color="grey", va="bottom")
+    axes[1].axhline(paper.IR_HOP0_SRCC, color="grey", ls="--", lw=1)
+    axes[1].text(0, paper.IR_HOP0_SRCC + 0.005, f"paper, hop 0: {paper.IR_HOP0_SRCC}", fontsize=8, color="grey",
+                 va="bottom")
     plt.tight_layout()
     plt.show()
 
@@ -229,48 +231,48 @@ def claims(SETTINGS, dataset, described, frame, hop, op_table, profile, runs, sr
     rows = [
         (
             "0-hop SRCC (test)",
-            "0.79",
+            f"{paper.IR_HOP0_SRCC}",
             f"{hop0:.3f}" + (f" (mean of {len(runs)})" if len(runs) > 1 else ""),
-            interpret.verdict_number(hop0, 0.79, 0.05),
+            C.verdict_number(hop0, paper.IR_HOP0_SRCC, 0.05),
         ),
-        ("highest-scoring op", "Add", top_op, interpret.verdict_claim(top_op == "Add")),
-        ("Div (MBv3 only) scores high", "high", fmt_rank("Div"), interpret.verdict_claim(high("Div"))),
-        ("Relu (MBv3 only) scores high", "high", fmt_rank("Relu"), interpret.verdict_claim(high("Relu"))),
+        ("highest-scoring op", "Add", top_op, C.verdict(top_op == "Add")),
+        ("Div (MBv3 only) scores high", "high", fmt_rank("Div"), C.verdict(high("Div"))),
+        ("Relu (MBv3 only) scores high", "high", fmt_rank("Relu"), C.verdict(high("Relu"))),
         (
             "MBv3 graphs hold Div and Relu",
             "yes",
             "yes" if mbv3_div_relu else "no",
-            interpret.verdict_claim(mbv3_div_relu if have_fams else None),
+            C.verdict(mbv3_div_relu if have_fams else None),
         ),
         (
             "PN's only activation is ReLU6 (Clip)",
             "yes",
             "yes" if pn_only_clip else "no",
-            interpret.verdict_claim(pn_only_clip if have_fams else None),
+            C.verdict(pn_only_clip if have_fams else None),
         ),
         (
             f"best {hop}-hop subgraph: root op",
             "pointwise Conv",
             info["root op"],
-            interpret.verdict_claim(info["root op"] == "pointwise"),
+            C.verdict(info["root op"] == "pointwise"),
         ),
         (
             f"best {hop}-hop subgraph: root's layer expansion e",
             "6",
             "n/a" if not np.isfinite(e_root) else f"{e_root:.2f}",
-            interpret.verdict_claim(None if not np.isfinite(e_root) else bool(abs(e_root - 6) < 0.25)),
+            C.verdict(None if not np.isfinite(e_root) else bool(abs(e_root - 6) < 0.25)),
         ),
         (
             f"best {hop}-hop subgraph: root stage",
             "4",
             "n/a" if not np.isfinite(info["root stage"]) else str(int(info["root stage"])),
-            interpret.verdict_claim(None if not np.isfinite(info["root stage"]) else int(info["root stage"]) == 4),
+            C.verdict(None if not np.isfinite(info["root stage"]) else int(info["root stage"]) == 4),
         ),
         (
             f"best {hop}-hop subgraph spans a chain of Adds",
             ">= 2 residual Adds in a row",
             f"{info['longest residual-Add chain']} in a row ({info['Adds (any)']} Adds in all)",
-            interpret.verdict_claim(info["longest residual-Add chain"] >= 2),
+            C.verdict(info["longest residual-Add chain"] >= 2),
         ),
     ]
     ok = op_table["data effect"].notna()
@@ -284,15 +286,11 @@ def claims(SETTINGS, dataset, described, frame, hop, op_table, profile, runs, sr
             "study check: op scores follow the ops' data effects (SRCC > 0)",
             "implied by Fig. 3's reading",
             f"SRCC {score_effect:.2f} over {int(ok.sum())} ops",
-            interpret.verdict_claim(None if not np.isfinite(score_effect) else bool(score_effect > 0)),
+            C.verdict(None if not np.isfinite(score_effect) else bool(score_effect > 0)),
         )
     )
-    comparison = pd.DataFrame(rows, columns=["claim", "paper", "this study", "verdict"])
-    if profile == "smoke":
-        comparison["verdict"] = comparison["verdict"] + " [smoke run: not evidence]"
-    claims_mod.record_claims(
-        comparison, "03_ir_feature_importance"
-    )  # for the verdict page (autobuild_lib.study.claims)
+    comparison = C.claims_table([dict(zip(C.COLUMNS, r)) for r in rows], smoke=profile == "smoke")
+    C.record_claims(comparison, "03_ir_feature_importance")  # for the verdict page (autobuild_lib.study.claims)
     pd.set_option("display.max_colwidth", None)
     print(
         f"dataset={dataset}, profile={profile}, graphs={len(frame)}, epochs={SETTINGS['epochs']}, seeds={train_seeds}, "
@@ -336,7 +334,7 @@ def disagreements(comparison, dataset, op_table, profile):
         "chain of Adds": "a 4-hop field covers only a few ops upstream of its root; a root far from the residual "
         "path sees one residual Add or none",
     }
-    off = comparison[comparison["verdict"].str.startswith(("inconsistent", "undetermined"))]
+    off = C.disagreements(comparison, include_open=True)
     lines = []
     for _, r in off.iterrows():
         reason = next((v for key, v in REASONS.items() if key in r["claim"]), "see the sections above")
@@ -344,7 +342,7 @@ def disagreements(comparison, dataset, op_table, profile):
             f"* **{r['claim']}** -- {r['verdict']}: this study {r['this study']}, paper {r['paper']}. "
             f"Why it may differ: {reason}."
         )
-    n_ok = int(comparison["verdict"].str.startswith("consistent").sum())
+    n_ok = len(comparison) - len(off)
     head = f"**Summary.** {n_ok} of {len(comparison)} rows are consistent with the paper; {len(off)} are not or could not be decided."
     rel_move = float(
         (op_table["score"] - op_table["before training"]).abs().mean() / op_table["before training"].mean()

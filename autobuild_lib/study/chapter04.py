@@ -10,12 +10,13 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from autobuild_lib.core import analysis, build, interpret
+from autobuild_lib.core import build, interpret
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.paths import REPO_ROOT
-from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
+from autobuild_lib.study import paper
 
 
 def prepare(data_dir, dataset, epochs, equations, k, predictor_cache, profile, seed, seeds, space, table2_equation):
@@ -246,23 +247,21 @@ def claims(
     released = dataset == "autobuild-release"
     is_acc = table2_equation == "acc"
     comparable = released and is_acc and space == "mbv3"
-    why_not = (
-        "not comparable ("
-        + (
-            "Mini-OFA accuracy is not ImageNet accuracy"
-            if not released
-            else f"Table 2 is MBv3 accuracy; this run: {space}, {table2_equation}"
-        )
-        + ")"
+    why_not = C.not_comparable(
+        "Mini-OFA accuracy is not ImageNet accuracy"
+        if not released
+        else f"Table 2 is MBv3 accuracy; this run: {space}, {table2_equation}"
     )
 
     def cell(u, ln, col):
         return lmt[col].get((u, ln), np.nan)
 
     l2 = [(cell(u, 2, "mu"), cell(u, 2, "sigma")) for u in units if (u, 2) in lmt.index]
-    PAPER_L4 = {1: (77.08, 0.76), 2: (77.12, 0.78), 3: (77.13, 0.74), 4: (77.41, 0.62), 5: (77.26, 0.73)}
+    PAPER_L4 = paper.TABLE2_L4
+    l2_mu, l2_sd = paper.TABLE2_L2
     l4 = {u: (cell(u, 4, "mu"), cell(u, 4, "sigma")) for u in PAPER_L4 if (u, 4) in lmt.index}
-    l2_ok = all(abs(m - 77.0) <= 0.3 and abs(s - 0.8) <= 0.3 for m, s in l2) if l2 else None
+    l2_ok = all(abs(m - l2_mu) <= 0.3 and abs(s - l2_sd) <= 0.3 for m, s in l2) if l2 else None
+    best_u = max(PAPER_L4, key=lambda u: PAPER_L4[u][0])
     l4_ok = (
         all(abs(l4[u][0] - PAPER_L4[u][0]) <= 0.3 and abs(l4[u][1] - PAPER_L4[u][1]) <= 0.3 for u in l4)
         if len(l4) == len(PAPER_L4)
@@ -292,50 +291,50 @@ def claims(
     rows = [
         {
             "claim": "hop moments mu_m^h grow with m (Table 2)",
-            "paper": "2.24 < 13.83 < 27.53 < 40.94",
+            "paper": " < ".join(f"{mu:.2f}" for mu, _ in paper.TABLE2_HOPS.values()),
             "this study": " < ".join(f"{v:.2f}" for v in hm2["mu"]),
-            "verdict": analysis.verdict(bool(np.all(np.diff(hm2["mu"].to_numpy()) > 0))),
+            "verdict": C.verdict(bool(np.all(np.diff(hm2["mu"].to_numpy()) > 0))),
         },
         {
             "claim": "hop stds sigma_m^h grow with m (Table 2)",
-            "paper": "0.39 < 7.14 < 8.67 < 9.73",
+            "paper": " < ".join(f"{sd:.2f}" for _, sd in paper.TABLE2_HOPS.values()),
             "this study": ", ".join(f"{v:.2f}" for v in hm2["sigma"]),
-            "verdict": analysis.verdict(bool(np.all(np.diff(hm2["sigma"].to_numpy()) > 0))),
+            "verdict": C.verdict(bool(np.all(np.diff(hm2["sigma"].to_numpy()) > 0))),
         },
         {
             "claim": "hop moments have the paper's magnitude (mu_m^h within x2, m = 0..3)",
             "paper": ", ".join(interpret.normal_str(*PAPER_HOPS[m]) for m in hop_ms),
             "this study": ", ".join(interpret.normal_str(a, b) for a, b in zip(mus, sds)),
-            "verdict": analysis.verdict(bool(np.all((ratios >= 0.5) & (ratios <= 2.0))))
+            "verdict": C.verdict(bool(np.all((ratios >= 0.5) & (ratios <= 2.0))))
             if is_acc
-            else f"{analysis.NOT_COMPARABLE} (Table 2 is an accuracy predictor)",
+            else C.not_comparable("Table 2 is an accuracy predictor"),
         },
         {
-            "claim": "label moments for l = 2: about N(77.0, 0.8) in every stage",
-            "paper": "N(77.0, 0.8)",
+            "claim": f"label moments for l = 2: about N({l2_mu:.1f}, {l2_sd:.1f}) in every stage",
+            "paper": f"N({l2_mu:.1f}, {l2_sd:.1f})",
             "this study": ", ".join(interpret.normal_str(m, s) for m, s in l2),
-            "verdict": analysis.verdict(l2_ok) if comparable else why_not,
+            "verdict": C.verdict(l2_ok) if comparable else why_not,
         },
         {
             "claim": "label moments for l = 4, u = 1..5",
             "paper": ", ".join(interpret.normal_str(*v) for v in PAPER_L4.values()),
             "this study": ", ".join(interpret.normal_str(*l4[u]) for u in l4) or "n/a",
-            "verdict": analysis.verdict(l4_ok) if comparable else why_not,
+            "verdict": C.verdict(l4_ok) if comparable else why_not,
         },
         {
             "claim": f"{table2_equation} grows with the module length l in every unit (longest vs shortest)",
             "paper": "yes, all 5 stages (l = 4 vs l = 2)" if is_acc else "accuracy: yes",
             "this study": f"{sum(g > 0 for g in grow)} of {len(grow)} units; gains "
             + ", ".join(f"{g:+.2f}" for g in grow),
-            "verdict": analysis.verdict(None if np.isnan(grow).any() else bool(all(g > 0 for g in grow)))
+            "verdict": C.verdict(None if np.isnan(grow).any() else bool(all(g > 0 for g in grow)))
             if is_acc
-            else f"{analysis.NOT_COMPARABLE} (the claim is about accuracy)",
+            else C.not_comparable("the claim is about accuracy"),
         },
         {
-            "claim": "label moments differ per stage: for l = 4, unit 4 has the highest mean accuracy",
-            "paper": "unit 4 (77.41)",
+            "claim": f"label moments differ per stage: for l = 4, unit {best_u} has the highest mean accuracy",
+            "paper": f"unit {best_u} ({PAPER_L4[best_u][0]:.2f})",
             "this study": (f"unit {int(l4_means.idxmax())} ({l4_means.max():.2f})" if len(l4_means) else "n/a"),
-            "verdict": analysis.verdict(int(l4_means.idxmax()) == 4 if len(l4_means) else None)
+            "verdict": C.verdict(int(l4_means.idxmax()) == best_u if len(l4_means) else None)
             if comparable
             else why_not,
         },
@@ -343,13 +342,13 @@ def claims(
             "claim": "without Eq. 5 longer modules score higher (raw mean grows with l in every unit)",
             "paper": "implied: hop norms grow with m, hence Eq. 5",
             "this study": ", ".join(f"{e}: {'yes' if ok else 'no'}" for e, ok in raw_grows.items()),
-            "verdict": analysis.verdict(all(raw_grows.values())),
+            "verdict": C.verdict(all(raw_grows.values())),
         },
         {
             "claim": f"Eq. 5 changes which modules make a unit's top-{k}",
             "paper": "yes: the shift makes lengths comparable",
             "this study": ", ".join(f"{e}: {c}/{sp.n_units} units" for e, c in changed.items()),
-            "verdict": analysis.verdict(any(c > 0 for c in changed.values())),
+            "verdict": C.verdict(any(c > 0 for c in changed.values())),
         },
         {
             "claim": "study check: best modules of an accuracy-type equation use larger e than those of a latency equation (Fig. 4)",
@@ -360,26 +359,24 @@ def claims(
             )
             if min_eq
             else "no 'min' equation",
-            "verdict": analysis.verdict(
+            "verdict": C.verdict(
                 all(
                     composition.loc[(table2_equation, "best"), "mean e"] > composition.loc[(e, "best"), "mean e"]
                     for e in min_eq
                 )
             )
             if min_eq and eqs[table2_equation] == "max"
-            else analysis.UNDETERMINED,
+            else C.undetermined(),
         },
         {
             "claim": "study check: the FE-MLP's top value of a feature goes with better labels more often than a random value (Figs. 9-10)",
             "paper": "Figs. 9-10: FE-MLP scores read as importance (no numbers in the notes)",
             "this study": f"{helps_n} of {helps_d} (equation, feature) pairs; a random pick: {helps_chance:.1f}",
-            "verdict": analysis.verdict(helps_n > helps_chance if helps_d else None),
+            "verdict": C.verdict(helps_n > helps_chance if helps_d else None),
         },
     ]
-    comparison = analysis.claims_frame(rows)
-    if profile == "smoke":
-        comparison["verdict"] = comparison["verdict"] + " [smoke run: not evidence]"
-    claims_mod.record_claims(comparison, "04_module_scores")  # for the verdict page (autobuild_lib.study.claims)
+    comparison = C.claims_table(rows, smoke=profile == "smoke")
+    C.record_claims(comparison, "04_module_scores")  # for the verdict page (autobuild_lib.study.claims)
     print(
         f"dataset={dataset}, space={space}, profile={profile}, {len(ls.frame)} archs, {epochs} epochs, "
         f"wall time {time.perf_counter() - t_start:.0f} s"
@@ -417,15 +414,16 @@ def disagreements(comparison, dataset, fe, init, profile):
         "raw mean grows": "a hop whose norm does not grow with m would make Eq. 5 unnecessary; see the hop-moment table",
         "Eq. 5 changes": "when one module length dominates the labels, raw and shifted rankings agree",
     }
-    off = comparison[comparison["verdict"].str.startswith((analysis.INCONSISTENT, analysis.UNDETERMINED))]
+    off = C.disagreements(comparison, include_open=True)
+    n_nc = int(off["verdict"].str.startswith(C.NOT_COMPARABLE).sum())
+    off = off[~off["verdict"].str.startswith(C.NOT_COMPARABLE)]
     lines = []
     for _, r in off.iterrows():
         reason = next((v for key, v in REASONS.items() if key in r["claim"]), "see the section above")
         lines.append(
             f"* **{r['claim']}** -- {r['verdict']}: measured {r['this study']} vs paper {r['paper']}. Why it may differ: {reason}."
         )
-    n_nc = int(comparison["verdict"].str.startswith(analysis.NOT_COMPARABLE).sum())
-    n_ok = int(comparison["verdict"].str.startswith(analysis.CONSISTENT).sum())
+    n_ok = len(comparison) - len(off) - n_nc
     head = (
         f"**Summary.** Of {len(comparison)} rows: consistent with the paper {n_ok}, inconsistent or undecided {len(off)}, "
         f"not comparable on this dataset {n_nc}."

@@ -16,8 +16,8 @@ from autobuild_lib.core import build, pareto
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.paths import REPO_ROOT
-from autobuild_lib.study import claims as claims_mod
-from autobuild_lib.study import construction
+from autobuild_lib.study import claims as C
+from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
 
 
@@ -339,27 +339,24 @@ def beyond_front(acc_eq, gain, label, lat_eq):
 def claims(acc_eq, gain, k, lat_eq, med, n_beyond_eq, n_constructed, n_units, pred_tag, profile):
     """Paper vs this study."""
 
-    def verdict(ok, checkable=True):
-        if not checkable:
-            return "not checked"
-        v = "reproduced" if ok else "not reproduced"
-        v = v + pred_tag
-        return v + (" [smoke run: not evidence]" if profile == "smoke" else "")
+    def verdict(ok):
+        return C.verdict(ok, pred_tag.strip()[1:-1])
 
-    paper_k = 3
+    paper_k = paper.CONSTRUCTION_K
+    paper_size = paper_k**n_units
     sizes = sorted(set(n_constructed.values()))
     two_ends = acc_eq != lat_eq and acc_eq in med.index and lat_eq in med.index
     sep_lat = sep_acc = False
     if two_ends:
         sep_lat = med.loc[lat_eq, "median latency_cpu"] < med.loc[acc_eq, "median latency_cpu"]
         sep_acc = med.loc[acc_eq, "median acc"] > med.loc[lat_eq, "median acc"]
-    claims = pd.DataFrame(
+    claims = C.claims_table(
         [
             {
-                "claim": "K=3 per unit gives 3^5 = 243 architectures per equation",
-                "paper": "243",
+                "claim": f"K={paper_k} per unit gives {paper_k}^{n_units} = {paper_size} architectures per equation",
+                "paper": f"{paper_size}",
                 "this study": f"K={k}: {sizes} per equation ({n_units} units)",
-                "verdict": verdict(sizes == [243], checkable=(k == paper_k)),
+                "verdict": verdict(sizes == [paper_size]) if k == paper_k else C.not_comparable(f"K={k}"),
             },
             {
                 "claim": "some constructed architectures lie beyond the training Pareto front (Fig. 5)",
@@ -382,18 +379,9 @@ def claims(acc_eq, gain, k, lat_eq, med, n_beyond_eq, n_constructed, n_units, pr
                 )
                 if two_ends
                 else "needs two equations",
-                "verdict": verdict(bool(sep_lat and sep_acc), checkable=two_ends),
+                "verdict": verdict(bool(sep_lat and sep_acc)) if two_ends else C.undetermined("needs two equations"),
             },
-        ]
+        ],
+        smoke=profile == "smoke",
     )
-    claims_mod.record_claims(claims, "05_mbv3_pareto")  # for the verdict page (autobuild_lib.study.claims)
-    with pd.option_context("display.max_colwidth", None):
-        display(claims)
-    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
-    display(
-        Markdown(
-            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
-            if disagree
-            else "This run does not contradict any of the claims above."
-        )
-    )
+    C.show_claims(claims, "05_mbv3_pareto", wide=True)

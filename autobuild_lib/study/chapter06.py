@@ -17,8 +17,8 @@ from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
 from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.paths import REPO_ROOT
-from autobuild_lib.study import claims as claims_mod
-from autobuild_lib.study import construction
+from autobuild_lib.study import claims as C
+from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
 
 
@@ -418,20 +418,20 @@ def claims(
     union_size,
 ):
     """Paper vs this study."""
-    suffix = (
+    reason = (
         ""
         if metrics.mode == "evaluator"
-        else f" (accuracy: {L1_SOURCE})"
+        else f"accuracy: {L1_SOURCE}"
         if l1 is not None
-        else " (accuracy: predictor estimates)"
+        else "accuracy: predictor estimates"
     )
-    smoke = " [smoke run: not evidence]" if profile == "smoke" else ""
 
-    def verdict(ok, checkable=True):
-        return "not checked" if not checkable else ("reproduced" if ok else "not reproduced") + suffix + smoke
+    def verdict(ok):
+        return C.verdict(ok, reason)
 
     rank = list(summary.index)
-    paper_size = (4 * 25) ** 5
+    n_eq, paper_k = paper.NAS_EQUATIONS, paper.NAS_K
+    paper_size = (n_eq * paper_k) ** sp.n_units
     rows = [
         {
             "claim": "AutoBuild-NAS reaches the best accuracy-latency front (largest hypervolume)",
@@ -442,7 +442,9 @@ def claims(
             )
             if ab in rank
             else "AutoBuild-NAS not run",
-            "verdict": verdict(bool(rank and rank[0] == ab), checkable=ab in rank and len(rank) > 1),
+            "verdict": verdict(bool(rank and rank[0] == ab))
+            if ab in rank and len(rank) > 1
+            else C.undetermined("needs AutoBuild-NAS and a baseline"),
         }
     ]
     for _, p in pairs.iterrows():
@@ -457,36 +459,30 @@ def claims(
         )
     rows.append(
         {
-            "claim": "union of 4 equations' top-25 modules per unit: (4·25)^5 = 1e10 architectures",
+            "claim": f"union of {n_eq} equations' top-{paper_k} modules per unit: ({n_eq}·{paper_k})^{sp.n_units} "
+            f"= {paper_size:.0e} architectures".replace("e+", "e"),
             "paper": f"{paper_size:.3g}",
             "this study": f"{union_size:.3g} ({len(per_eq)} equations, K={k})",
             "verdict": (
-                "reproduced"
+                C.verdict(True)
                 if union_size == paper_size
-                else f"not reproduced: smaller, the equations' top-K lists overlap ({sum(len(c) for c in candidates)} of "
-                f"{len(per_eq) * k * sp.n_units} module slots distinct)"
+                else C.verdict(False, f"smaller: the equations' top-K lists overlap, {sum(len(c) for c in candidates)} of "
+                f"{len(per_eq) * k * sp.n_units} module slots distinct")
             )
-            if (len(per_eq) == 4 and k == 25)
-            else "not checked",
+            if (len(per_eq) == n_eq and k == paper_k)
+            else C.not_comparable(f"{len(per_eq)} equations, K={k}"),
         }
     )
     rows.append(
         {
-            "claim": "budget 250 = 50 + 4 x 50 per search",
-            "paper": "250",
+            "claim": f"budget {paper.NAS_BUDGET} = {paper.NAS_INITIAL} + {paper.NAS_ITERATIONS} x "
+            f"{(paper.NAS_BUDGET - paper.NAS_INITIAL) // paper.NAS_ITERATIONS} per search",
+            "paper": f"{paper.NAS_BUDGET}",
             "this study": f"{budget} = {n_initial} + {n_iterations} x {per_iteration}, {len(seeds)} seeds",
-            "verdict": "same setting" if budget == 250 and (n_initial, n_iterations) == (50, 4) else "not checked",
+            "verdict": C.note("same setting")
+            if budget == paper.NAS_BUDGET and (n_initial, n_iterations) == (paper.NAS_INITIAL, paper.NAS_ITERATIONS)
+            else C.not_comparable("setting"),
         }
     )
-    claims = pd.DataFrame(rows)
-    claims_mod.record_claims(claims, "06_evolutionary_nas")  # for the verdict page (autobuild_lib.study.claims)
-    with pd.option_context("display.max_colwidth", None):
-        display(claims)
-    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
-    display(
-        Markdown(
-            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
-            if disagree
-            else "This run does not contradict any of the claims above."
-        )
-    )
+    claims = C.claims_table(rows, smoke=profile == "smoke")
+    C.show_claims(claims, "06_evolutionary_nas", wide=True)

@@ -17,8 +17,8 @@ from autobuild_lib.benchmarks.panoptic import data as pdata
 from autobuild_lib.benchmarks.panoptic import generate as pgen
 from autobuild_lib.core import pareto
 from autobuild_lib.core.equations import LabelEquation
-from autobuild_lib.study import claims as claims_mod
-from autobuild_lib.study import construction
+from autobuild_lib.study import claims as C
+from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
 from autobuild_lib.study.config import load_study_config
 
@@ -141,7 +141,7 @@ def released_estimates(eqs, own, profile, rel_front, rf, seed):
         from autobuild_lib.core.build import build_equation, predict_archs
         from autobuild_lib.core.training import TrainConfig, train_predictor
 
-        rel_epochs = 20 if profile == "smoke" else 300  # paper: 300 epochs on ~1.3k panoptic archs
+        rel_epochs = 20 if profile == "smoke" else paper.PANOPTIC_EPOCHS  # the paper's, on ~1.3k panoptic archs
         ls_rel = from_frame("mbv3", rf.assign(PQ=rf["pan_seg_PQ"], flops=rf["flops_pan_seg"]), source="released cache")
         res_rel = int(pd.Series([a.resolution for a in ls_rel.archs]).mode()[0])
         cfg_rel = TrainConfig(epochs=rel_epochs, seed=seed)
@@ -614,21 +614,23 @@ def claims(
     """Paper vs this study."""
     SQRT, LOG = "sqrt(PQ) - sqrt(flops)", "PQ/log10(flops)"
 
+    SETTING = (f"AutoBuild trains on ~{paper.PANOPTIC_PSEUDO / 1000:.1f}k pseudo-labelled archs; "
+               f"~{paper.PANOPTIC_FULL} fully fine-tuned archs form the front")
+    SETTING_PAPER = f"~{paper.PANOPTIC_PSEUDO / 1000:.1f}k pseudo, {paper.PANOPTIC_FULL} full"
+
     def verdict(ok, checkable=True):
-        if not checkable:
-            return "not checked"
-        return ("reproduced" if ok else "not reproduced") + smoke
+        return C.verdict(ok) if checkable else C.undetermined("equation not shown")
 
     if own and not labelled:
         from autobuild_lib.benchmarks.panoptic.reliability import spearman_brown_size
 
-        why = "not checked (no labels: the reliability bar is not met)"
+        why = C.undetermined("no labels: the reliability bar is not met")
         need_here = spearman_brown_size(rel["srcc_halves"], sum(rel["halves"]))
         pq_need = float((curve or {}).get("images_for_0.9", {}).get("pq", np.nan))
         rows = [
             {
-                "claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
-                "paper": "~1.3k pseudo, 118 full",
+                "claim": SETTING,
+                "paper": SETTING_PAPER,
                 "this study": "not generated (pseudo stage refused: labels unreliable)",
                 "verdict": why,
             },
@@ -638,7 +640,7 @@ def claims(
                 "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs with {sum(rel['halves'])} mosaics; "
                 f"0.9 would need ~{need_here:,.0f} mosaics by Spearman-Brown from this check"
                 + (f" (~{pq_need:,.0f} from the noise curve)" if np.isfinite(pq_need) else ""),
-                "verdict": "study check: " + ("met" if reliable else "not met"),
+                "verdict": C.note("study check: " + ("met" if reliable else "not met")),
             },
             {
                 "claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front",
@@ -648,7 +650,7 @@ def claims(
             },
             {
                 "claim": f"`{LOG}` reaches high PQ but overshoots the front's FLOPs",
-                "paper": "yes, by ~5 GFLOPs",
+                "paper": f"yes, by ~{paper.PANOPTIC_LOG_OVERSHOOT_GFLOPS} GFLOPs",
                 "this study": "-",
                 "verdict": why,
             },
@@ -666,23 +668,23 @@ def claims(
 
         rows = [
             {
-                "claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
-                "paper": "~1.3k pseudo, 118 full",
+                "claim": SETTING,
+                "paper": SETTING_PAPER,
                 "this study": f"{len(pseudo)} pseudo, {len(full)} full",
-                "verdict": "not checked (setting, scaled to a CPU)",
+                "verdict": C.not_comparable("setting, scaled to a CPU"),
             },
             {
                 "claim": "pseudo labels are reliable (split-half SRCC >= 0.9)",
                 "paper": "not reported",
                 "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs; {srcc_all:.3f} over all {len(pseudo)}"
                 + (f"; PQ would need ~{pq_need:,.0f} mosaics for 0.9" if np.isfinite(pq_need) else ""),
-                "verdict": "study check: " + ("met" if reliable else "not met"),
+                "verdict": C.note("study check: " + ("met" if reliable else "not met")),
             },
             {
                 "claim": "pseudo labels rank architectures like full fine-tuning",
                 "paper": "assumed (not reported)",
                 "this study": f"SRCC {srcc_pf:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] on {len(both)} archs",
-                "verdict": f"study check: {strength} agreement",
+                "verdict": C.note(f"study check: {strength} agreement"),
             },
             {
                 "claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front",
@@ -704,7 +706,9 @@ def claims(
             },
             {
                 "claim": f"`{LOG}` overshoots the front's FLOPs",
-                "paper": "yes, by ~5 GFLOPs (~3% of ~170 GFLOPs)",
+                "paper": f"yes, by ~{paper.PANOPTIC_LOG_OVERSHOOT_GFLOPS} GFLOPs "
+                f"(~{100 * paper.PANOPTIC_LOG_OVERSHOOT_GFLOPS / paper.PANOPTIC_FRONT_GFLOPS:.0f}% of "
+                f"~{paper.PANOPTIC_FRONT_GFLOPS} GFLOPs)",
                 "this study": not_shown(LOG)
                 if not has_log
                 else f"median overshoot {tab.loc[LOG, 'median FLOPs overshoot']:+.3f} MFLOPs "
@@ -728,13 +732,13 @@ def claims(
             },
         ]
     else:
-        why = "not checked (released data: constructed architectures cannot be evaluated here)"
+        why = C.undetermined("released data: constructed architectures cannot be evaluated here")
         rows = [
             {
-                "claim": "AutoBuild trains on ~1.3k pseudo-labelled archs; ~118 fully fine-tuned archs form the front",
-                "paper": "~1.3k pseudo, 118 full",
+                "claim": SETTING,
+                "paper": SETTING_PAPER,
                 "this study": f"the released MBv3 panoptic cache holds {len(rf)} archs",
-                "verdict": "not checked (setting)",
+                "verdict": C.not_comparable("setting"),
             },
             {
                 "claim": f"`{SQRT}` builds architectures beyond the fully fine-tuned front",
@@ -749,20 +753,10 @@ def claims(
             },
             {
                 "claim": f"`{LOG}` reaches high PQ but overshoots the front's FLOPs",
-                "paper": "yes, by ~5 GFLOPs",
+                "paper": f"yes, by ~{paper.PANOPTIC_LOG_OVERSHOOT_GFLOPS} GFLOPs",
                 "this study": "-",
                 "verdict": why,
             },
         ]
-    claims = pd.DataFrame(rows)
-    claims_mod.record_claims(claims, "07_panoptic")  # for the verdict page (autobuild_lib.study.claims)
-    display(claims)
-    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
-    display(
-        Markdown(
-            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
-            if disagree
-            else "This run does not contradict any of the claims above."
-        )
-    )
+    C.show_claims(C.claims_table(rows, smoke=bool(smoke)), "07_panoptic")
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

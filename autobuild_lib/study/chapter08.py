@@ -11,8 +11,9 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from autobuild_lib.core.spaces import get_space
-from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
+from autobuild_lib.study import paper
 
 
 def prepare(dataset, n_samples, profile, sd_dir, verify_members):
@@ -97,21 +98,9 @@ def table3(d):
     fe_best = fe[(fe["seed"] == best["seed"]) & (fe["fold"] == best["fold"])]
     print(
         f"best FE-MLP: seed {int(best['seed'])}, fold {int(best['fold'])}, 0-hop SRCC "
-        f"{fe_best['srcc_hop0'].iloc[0]:.4f} (paper: 0.6464)"
+        f"{fe_best['srcc_hop0'].iloc[0]:.4f} (paper: {paper.TABLE3_HOP0_SRCC})"
     )
-    PAPER_T3 = {
-        ("section", "input"): 1.3,
-        ("section", "output"): 0.15,
-        ("section", "middle"): 0.08,
-        ("stage", "4"): 0.79,
-        ("stage", "2"): 0.41,
-        ("stage", "3"): 0.26,
-        ("stage", "1"): 0.26,
-        ("op", "Upsample"): 0.77,
-        ("op", "ResConv"): 0.63,
-        ("op", "Attention"): 0.33,
-        ("op", "Downsample"): 0.0,
-    }
+    PAPER_T3 = paper.TABLE3_SCORES
     t3 = fe_best[["feature", "value", "score", "rank"]].copy()
     t3["paper"] = [PAPER_T3.get((f, str(v)), np.nan) for f, v in zip(t3["feature"], t3["value"])]
     display(t3.set_index(["feature", "value"]).round(3))
@@ -168,7 +157,7 @@ def constructed(d, sp):
 def table1(con_t, lab, sp):
     """Table 1 analogue."""
     groups = None
-    PAPER_T1 = {"evaluated": (68, 22.13, 10.54), "ES": (4, 10.82, 10.29), "AutoBuild": (4, 10.13, 9.96)}
+    PAPER_T1 = paper.TABLE1_FID
     groups = {
         "evaluated": lab["fid"],
         "ES": con_t.loc[con_t["method"] == "es", "fid"],
@@ -229,11 +218,9 @@ def fig7_samples(con_t, d, n_samples):
 
 def claims(fe_best, groups, lab, profile, rel, reliable, run_diff, spread_68, t_start):
     """Paper vs this study."""
-    smoke = " [smoke run: not evidence]" if profile == "smoke" else ""
-
-    def verdict(ok):
-        return ("reproduced" if ok else "not reproduced") + smoke
-
+    verdict = C.verdict
+    (_, p_lab_mean, p_lab_best), (_, p_es_mean, p_es_best), (_, p_ab_mean, p_ab_best) = (
+        paper.TABLE1_FID[k] for k in ("evaluated", "ES", "AutoBuild"))
     ab_best, es_best, lab_best = groups["AutoBuild"].min(), groups["ES"].min(), groups["evaluated"].min()
     ab_mean, es_mean = groups["AutoBuild"].mean(), groups["ES"].mean()
     rows = [
@@ -241,48 +228,38 @@ def claims(fe_best, groups, lab, profile, rel, reliable, run_diff, spread_68, t_
             "claim": "labels are reliable (two fine-tuning runs, SRCC >= 0.7)",
             "paper": "not reported",
             "this study": f"SRCC {rel['srcc_fid']:.3f} on {rel['n']} variants; range {spread_68:.2f} vs run-to-run {run_diff:.2f}",
-            "verdict": "study check: " + ("met" if reliable else "not met"),
+            "verdict": C.note("study check: " + ("met" if reliable else "not met")),
         },
         {
             "claim": "AutoBuild's best beats ES's best (Table 1)",
-            "paper": "9.96 < 10.29",
+            "paper": f"{p_ab_best:.2f} < {p_es_best:.2f}",
             "this study": f"{ab_best:.2f} vs {es_best:.2f}",
             "verdict": verdict(ab_best < es_best),
         },
         {
             "claim": "AutoBuild's mean beats ES's mean",
-            "paper": "10.13 < 10.82",
+            "paper": f"{p_ab_mean:.2f} < {p_es_mean:.2f}",
             "this study": f"{ab_mean:.2f} vs {es_mean:.2f}",
             "verdict": verdict(ab_mean < es_mean),
         },
         {
             "claim": f"AutoBuild's best beats the best of the {len(lab)} labelled",
-            "paper": "9.96 < 10.54",
+            "paper": f"{p_ab_best:.2f} < {p_lab_best:.2f}",
             "this study": f"{ab_best:.2f} vs {lab_best:.2f}",
             "verdict": verdict(ab_best < lab_best),
         },
         {
             "claim": f"ES's best beats the best of the {len(lab)} labelled",
-            "paper": "10.29 < 10.54",
+            "paper": f"{p_es_best:.2f} < {p_lab_best:.2f}",
             "this study": f"{es_best:.2f} vs {lab_best:.2f}",
             "verdict": verdict(es_best < lab_best),
         },
         {
             "claim": "best FE-MLP 0-hop SRCC",
-            "paper": "0.6464",
+            "paper": f"{paper.TABLE3_HOP0_SRCC}",
             "this study": f"{fe_best['srcc_hop0'].iloc[0]:.4f}",
-            "verdict": "not checked (different data)",
+            "verdict": C.not_comparable("different data"),
         },
     ]
-    claims = pd.DataFrame(rows)
-    claims_mod.record_claims(claims, "08_sd_inpainting")
-    display(claims)
-    disagree = claims.loc[claims["verdict"].str.startswith("not reproduced"), "claim"].tolist()
-    display(
-        Markdown(
-            ("**Where this study disagrees with the paper:** " + "; ".join(disagree) + ".")
-            if disagree
-            else "This run does not contradict any of the claims above."
-        )
-    )
+    C.show_claims(C.claims_table(rows, smoke=profile == "smoke"), "08_sd_inpainting")
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

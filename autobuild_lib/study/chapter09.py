@@ -13,8 +13,9 @@ from scipy.stats import spearmanr
 from autobuild_lib.benchmarks.minisd.generate import hw_label
 from autobuild_lib.core import pareto
 from autobuild_lib.core.spaces import get_space
-from autobuild_lib.study import claims as claims_mod
+from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
+from autobuild_lib.study import paper
 
 
 def prepare(dataset, profile):
@@ -106,7 +107,6 @@ def fig18_table(METRICS, d, lab):
 
 def claims(lab, names, profile, summary, t_start):
     """Paper vs this study."""
-    smoke = " [smoke run: not evidence]" if profile == "smoke" else ""
     beat = summary.pivot(index="metric", columns="method", values="beat the front")
     n_ab, n_un, n_es = (int(beat[names[m]].sum()) for m in ("autobuild", "unconstrained", "es"))
     most = n_ab >= max(n_un, n_es)
@@ -121,16 +121,14 @@ def claims(lab, names, profile, summary, t_start):
             "paper": "yes (Fig. 18)",
             "this study": f"beat the front (Constrained/Unconstrained/ES), {per_metric}; "
             f"total {n_ab}/{n_un}/{n_es}",
-            "verdict": ("reproduced" if most and n_ab > 0 else "not reproduced") + smoke,
+            "verdict": C.verdict(most and n_ab > 0),
         },
         {
-            "claim": "90 labelled variants",
-            "paper": "90 (30k fine-tuning steps)",
+            "claim": f"{paper.SD_HW_LABELLED} labelled variants",
+            "paper": f"{paper.SD_HW_LABELLED} (30k fine-tuning steps)",
             "this study": f"{len(lab)}",
-            "verdict": "same setting" if len(lab) == 90 else "not checked",
+            "verdict": C.note("same setting") if len(lab) == paper.SD_HW_LABELLED else C.not_comparable("setting"),
         },
     ]
-    claims = pd.DataFrame(rows)
-    claims_mod.record_claims(claims, "09_sd_pareto")
-    display(claims)
+    C.show_claims(C.claims_table(rows, smoke=profile == "smoke"), "09_sd_pareto")
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

@@ -3,13 +3,7 @@ import pandas as pd
 import pytest
 
 from autobuild_lib.core.analysis import (
-    CONSISTENT,
-    INCONSISTENT,
-    NOT_COMPARABLE,
-    UNDETERMINED,
-    claims_frame,
     depth_effect,
-    disagreements,
     hop_srcc_claims,
     hop_srcc_long,
     hop_srcc_runs,
@@ -21,8 +15,6 @@ from autobuild_lib.core.analysis import (
     summarise_hop_srcc,
     training_cost,
     unit_overview,
-    verdict,
-    verdict_close,
 )
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
 from autobuild_lib.core.spaces import mbv3, pn
@@ -64,16 +56,6 @@ def test_depth_effect_sees_a_planted_depth_gain():
     assert d.unit.tolist() == [1, 2, 3, 4, 5]
     assert d.set_index("unit").loc[3, "gain"] == pytest.approx(2.0, abs=0.2)
     assert (d.shallow == 2).all() and (d.deep == 4).all()
-
-
-def test_verdicts():
-    assert verdict(True) == CONSISTENT and verdict(False) == INCONSISTENT
-    assert verdict(None) == UNDETERMINED and verdict(float("nan")) == UNDETERMINED
-    assert verdict_close(2.19e19, 2.18e19, 0.01) == CONSISTENT
-    assert verdict_close(2.5e19, 2.18e19, 0.01) == INCONSISTENT
-    assert verdict_close(float("nan"), 1.0, 0.1) == UNDETERMINED
-    with pytest.raises(ValueError, match="lacks"):
-        claims_frame([{"claim": "x", "paper": "y"}])
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +104,7 @@ def test_summary_and_long(runs):
     assert row["mean"] == pytest.approx(vals.mean()) and row["min"] == pytest.approx(vals.min())
 
 
-def test_hop_srcc_claims_verdicts():
+def test_hop_srcc_claims_checks():
     def fake(ab_hops, mse_hops, head=0.9):
         rows = []
         for s, (a, m) in enumerate(zip(ab_hops, mse_hops)):
@@ -133,28 +115,14 @@ def test_hop_srcc_claims_verdicts():
         return pd.DataFrame(rows)
 
     good = hop_srcc_claims(fake([[0.85, 0.9]] * 3, [[0.2, 0.1]] * 3))
-    assert good.columns.tolist() == ["claim", "paper", "this study", "verdict"]
-    assert good.verdict.tolist() == [CONSISTENT, CONSISTENT]
+    assert good.columns.tolist() == ["claim", "paper", "this study", "holds"]
+    assert good.holds.tolist() == [True, True]
     bad = hop_srcc_claims(fake([[0.3, 0.9]] * 3, [[0.2, 0.1], [0.9, 0.9], [0.2, 0.1]]))
-    assert bad.verdict.tolist() == [INCONSISTENT, INCONSISTENT]
+    assert bad.holds.tolist() == [False, False]
     nan = hop_srcc_claims(fake([[np.nan, 0.9]] * 3, [[0.2, 0.1]] * 3))
-    assert nan.verdict.tolist() == [UNDETERMINED, UNDETERMINED]
+    assert nan.holds.tolist() == [None, None]
     with pytest.raises(ValueError, match="both losses"):
         hop_srcc_claims(fake([[0.8]], [[0.1]]).query("loss == 'autobuild'"))
-
-
-def test_disagreements_keeps_every_non_consistent_row():
-    claims = claims_frame([
-        {"claim": "a", "paper": "1", "this study": "1", "verdict": CONSISTENT},
-        {"claim": "b", "paper": "1", "this study": "2", "verdict": INCONSISTENT},
-        {"claim": "c", "paper": "1", "this study": "nan", "verdict": UNDETERMINED},
-        {"claim": "d", "paper": "1", "this study": "x", "verdict": f"{NOT_COMPARABLE} (subset)"},
-        {"claim": "e", "paper": "1", "this study": "1", "verdict": f"{CONSISTENT} [smoke run: not evidence]"},
-        {"claim": "f", "paper": "1", "this study": "3", "verdict": f"{INCONSISTENT} [smoke run: not evidence]"},
-    ])
-    assert disagreements(claims)["claim"].tolist() == ["b", "c", "d", "f"]
-    with pytest.raises(ValueError, match="verdict"):
-        disagreements(pd.DataFrame({"claim": ["a"]}))
 
 
 def test_hop_srcc_table_formats_mean_and_std(runs):

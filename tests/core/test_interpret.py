@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from autobuild_lib.core import interpret
-from autobuild_lib.core.analysis import CONSISTENT, INCONSISTENT, UNDETERMINED
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
 from autobuild_lib.core.ir import IR_OPS, IR_SCHEMA, _data, _Op, ir_graph
 from autobuild_lib.core.predictor import AutoBuildPredictor
@@ -342,17 +341,3 @@ def test_drawings_run_and_draw(block):
     texts = [t.get_text() for t in axes[2].texts]
     assert any("residual Add" in t and "s4 e6" in t for t in texts) and len(texts) == len(n)
     plt.close(fig)
-
-
-# --------------------------------------------------------------- verdicts
-def test_verdicts():
-    assert interpret.verdict_number(0.80, 0.79, 0.05) == CONSISTENT
-    assert interpret.verdict_number(0.60, 0.79, 0.05) == f"{INCONSISTENT} (lower)"
-    assert interpret.verdict_number(1.1, 1.0, 0.05, relative=True) == f"{INCONSISTENT} (higher)"
-    assert interpret.verdict_number(float("nan"), 0.79, 0.05) == UNDETERMINED
-    assert interpret.verdict_number(None, 0.79, 0.05) == UNDETERMINED
-    with pytest.raises(ValueError):
-        interpret.verdict_number(1.0, 1.0, -1)
-    assert interpret.verdict_claim(True) == CONSISTENT
-    assert interpret.verdict_claim(np.bool_(False)) == INCONSISTENT
-    assert interpret.verdict_claim(None) == UNDETERMINED

@@ -8,13 +8,13 @@ listed as such.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from autobuild_lib.benchmarks.minisd.constants import ARCH_SEED, CONFIG, MINI_SD_DIR, N_LABELS, N_RELIABILITY, STAGES
+from autobuild_lib.benchmarks.pipeline.atomic import atomic_write
 from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
 __all__ = ["write_card"]
@@ -156,7 +156,6 @@ def write_card(root: str | Path = MINI_SD_DIR) -> Path:
                       f"torch {m['torch']}, one torch thread per worker."]
     out = root / "DATA_CARD.md"
     with folder_lock(root):  # another generator may be writing the card
-        tmp = root / f".partial-DATA_CARD.md.{os.getpid()}"
-        tmp.write_text("\n".join(parts) + "\n")
-        os.replace(tmp, out)
+        with atomic_write(out) as tmp:
+            tmp.write_text("\n".join(parts) + "\n")
     return out

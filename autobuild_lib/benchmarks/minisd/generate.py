@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +67,7 @@ from autobuild_lib.benchmarks.minisd.fid import FeatureNet, classifier_accuracy,
 from autobuild_lib.benchmarks.minisd.task import MiniSDConfig, load_task
 from autobuild_lib.benchmarks.minisd.train import label_variant, train_unet
 from autobuild_lib.benchmarks.minisd.unet import MiniUNet
+from autobuild_lib.benchmarks.pipeline.atomic import atomic_write
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
@@ -92,21 +92,18 @@ def benchmark_archs(space: str, n: int, seed: int = ARCH_SEED) -> list[SDArch]:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def _classifier(root: Path, cfg: MiniSDConfig) -> dict:
@@ -294,9 +291,8 @@ def _samples(space: str, root: Path, cfg: MiniSDConfig, keys: Sequence[str], row
         fid = evaluate(model, ev, clf, cfg, metric)["fid"]
         check[key] = {"fid_label": rows[key]["fid"], "fid_again": fid}
         arrays[f"arch_{i}"] = inpaint_eval_set(model, ev[:n], cfg).numpy()
-    tmp = root / f".partial-{out.name}.{os.getpid()}.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out)
+    with atomic_write(out, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     return check
 
 

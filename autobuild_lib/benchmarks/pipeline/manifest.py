@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from autobuild_lib.benchmarks.pipeline.atomic import PARTIAL_PREFIX, atomic_write
 
 __all__ = ["MANIFEST_NAME", "sha256_file", "write_manifest", "verify_file"]
 
@@ -20,7 +21,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 #: Never listed: leftovers of writes in progress and the folder locks of :mod:`autobuild_lib.benchmarks.pipeline.workunits`.
-TEMPORARY_PREFIXES = (".partial-", ".lock")
+TEMPORARY_PREFIXES = (PARTIAL_PREFIX, ".lock")
 TEMPORARY_SUFFIXES = (".tmp", ".partial")
 
 
@@ -28,7 +29,7 @@ def _temporary(name: str) -> bool:
     return name.startswith(TEMPORARY_PREFIXES) or name.endswith(TEMPORARY_SUFFIXES)
 
 
-def write_manifest(folder: str | Path, exclude: tuple[str, ...] = (".partial-",)) -> Path:
+def write_manifest(folder: str | Path, exclude: tuple[str, ...] = (PARTIAL_PREFIX,)) -> Path:
     """(Re)write ``folder/MANIFEST.json``: ``{relative path: sha256}`` of every file below ``folder``
     except temporaries and names starting with ``exclude``; under the folder's lock."""
     from autobuild_lib.benchmarks.pipeline.workunits import folder_lock, fsync_dir
@@ -41,9 +42,8 @@ def write_manifest(folder: str | Path, exclude: tuple[str, ...] = (".partial-",)
                     and not any(p.name.startswith(e) for e in exclude)):
                 files[p.relative_to(folder).as_posix()] = sha256_file(p)
         out = folder / MANIFEST_NAME
-        tmp = folder / f".partial-{MANIFEST_NAME}.{os.getpid()}"
-        tmp.write_text(json.dumps({"sha256": files}, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, out)
+        with atomic_write(out) as tmp:
+            tmp.write_text(json.dumps({"sha256": files}, indent=1, sort_keys=True) + "\n")
         fsync_dir(folder)
     return out
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from autobuild_lib.benchmarks.miniofa.labels import machine_info
+from autobuild_lib.benchmarks.pipeline.atomic import atomic_write
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
@@ -23,9 +23,8 @@ def log_run(root: Path, record: dict) -> None:
     path = root / "runs.jsonl"
     with folder_lock(root):
         old = path.read_text() if path.exists() else ""
-        tmp = root / f".partial-runs.jsonl.{os.getpid()}"
-        tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
 
 
 def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
@@ -43,6 +42,6 @@ def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners:
             if not rep.get("skipped"):
                 log_run(root, rep)
             write_card(root)
-            write_manifest(root, exclude=(".partial-",))
+            write_manifest(root)
         report[stage] = rep
     return report

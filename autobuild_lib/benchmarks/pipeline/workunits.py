@@ -36,6 +36,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from autobuild_lib.benchmarks.pipeline.atomic import PARTIAL_PREFIX, atomic_write
+
 __all__ = ["LOCK_NAME", "FolderBusy", "ShardStore", "dask_scheduler", "folder_lock", "run_units"]
 
 LOCK_NAME = ".lock"
@@ -122,7 +124,7 @@ class ShardStore:
         except Timeout:
             return []
         try:
-            gone = sorted(self.folder.glob(".partial-*"))
+            gone = sorted(self.folder.glob(f"{PARTIAL_PREFIX}*"))
             for p in gone:
                 p.unlink()
             return gone
@@ -161,13 +163,11 @@ class ShardStore:
             existing = self.shards()
             nxt = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
             final = self.folder / f"shard-{nxt:05d}.jsonl"
-            tmp = self.folder / f".partial-{final.name}.{os.getpid()}"
-            with tmp.open("w") as f:
+            with atomic_write(final) as tmp, tmp.open("w") as f:
                 for row in rows:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)
             fsync_dir(self.folder)
         return final
 
