@@ -17,6 +17,7 @@ from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
+from autobuild_lib.study.depth import depth_note, depth_srcc, table2_side_by_side
 
 
 def prepare(data_dir, dataset, epochs, equations, k, predictor_cache, profile, seed, seeds, space, table2_equation):
@@ -133,6 +134,19 @@ def table2(PAPER_HOPS, builds, table2_equation):
     plt.tight_layout()
     plt.show()
     return t2
+
+
+def depth_against_table2(t2, dataset, ls, space, table2_equation):
+    """Table 2's growth of accuracy with module length, beside this study's (accuracy predictors only)."""
+    if table2_equation != "acc":
+        display(Markdown(f"Table 2's label moments are accuracies; `{table2_equation}` is not compared."))
+        return None
+    side = table2_side_by_side(t2.label_moments, space)
+    display(Markdown(f"Mean `acc` of the training architectures with 2 and 4 layers per unit ({space}), "
+                     "beside Table 2:"))
+    display(side.round(2))
+    display(Markdown(depth_note({space: depth_srcc(ls.archs, ls.labels("acc"))}, side, dataset)))
+    return side
 
 
 def eq5_scores(t2, table2_equation):
