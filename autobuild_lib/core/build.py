@@ -26,7 +26,7 @@ from autobuild_lib.core.scoring import AutoBuildRun, construct, hop_moments, lab
 from autobuild_lib.core.spaces.ofa import OFAArch, OFAModule, OFASpace
 from autobuild_lib.core.training import TrainConfig, TrainResult, load_result, predict, save_result, train_predictor
 
-__all__ = ["EquationBuild", "build_equation", "train_cached", "latency_predictor_cached", "predict_archs",
+__all__ = ["EquationBuild", "build_equation", "build_equations", "train_cached", "latency_predictor_cached", "predict_archs",
            "LazyLatencyPredictor", "LabelledArchs"]
 
 
@@ -72,6 +72,33 @@ def _cache_path(cache_dir: str | Path | None, prefix: str, key: str) -> Path | N
     return d / f"{prefix}-{key[:24]}.pt"
 
 
+def _predictor_key(table: GraphTable, y: np.ndarray, arch_keys: Sequence[str], config: TrainConfig) -> str:
+    if len(arch_keys) != len(table) or len(y) != len(table):
+        raise ValueError(f"{len(table)} graphs, {len(arch_keys)} arch keys and {len(y)} labels must agree")
+    return _digest("autobuild-predictor", _CACHE_VERSION, list(arch_keys), y, asdict(config),
+                   _code_digest(_MODEL_CODE))
+
+
+def _load_cached(path: Path | None, key: str, table: GraphTable) -> tuple[TrainResult, dict] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        result, extra = load_result(path, table.schema)
+    except (ValueError, RuntimeError, KeyError):
+        return None  # a damaged cache file is retrained and overwritten
+    if extra.get("key") != key:
+        return None
+    return result, {"cached": True, "train_s": float(extra.get("train_s", np.nan)), "path": str(path)}
+
+
+def _store(result: TrainResult, path: Path | None, key: str, train_s: float) -> dict:
+    if path is not None:
+        tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")  # unique: a cache filler may train at once
+        save_result(result, tmp, key=key, train_s=train_s)
+        tmp.replace(path)
+    return {"cached": False, "train_s": train_s, "path": str(path) if path else None}
+
+
 def train_cached(table: GraphTable, y: np.ndarray, arch_keys: Sequence[str], config: TrainConfig,
                  cache_dir: str | Path | None = None, progress: bool = False) -> tuple[TrainResult, dict]:
     """:func:`~autobuild_lib.core.training.train_predictor`, or the same predictor loaded from ``cache_dir``.
@@ -82,26 +109,14 @@ def train_cached(table: GraphTable, y: np.ndarray, arch_keys: Sequence[str], con
     ``cached`` (bool), ``train_s`` (seconds of the original training) and ``path``.
     """
     y = np.asarray(y, dtype=np.float64)
-    if len(arch_keys) != len(table) or len(y) != len(table):
-        raise ValueError(f"{len(table)} graphs, {len(arch_keys)} arch keys and {len(y)} labels must agree")
-    key = _digest("autobuild-predictor", _CACHE_VERSION, list(arch_keys), y, asdict(config),
-                  _code_digest(_MODEL_CODE))
+    key = _predictor_key(table, y, arch_keys, config)
     path = _cache_path(cache_dir, "predictor", key)
-    if path is not None and path.is_file():
-        try:
-            result, extra = load_result(path, table.schema)
-            if extra.get("key") == key:
-                return result, {"cached": True, "train_s": float(extra.get("train_s", np.nan)), "path": str(path)}
-        except (ValueError, RuntimeError, KeyError):
-            pass  # a damaged cache file is retrained and overwritten
+    hit = _load_cached(path, key, table)
+    if hit is not None:
+        return hit
     t0 = time.perf_counter()
     result = train_predictor(table, y, config, progress=progress)
-    train_s = time.perf_counter() - t0
-    if path is not None:
-        tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")  # unique: a cache filler may train at once
-        save_result(result, tmp, key=key, train_s=train_s)
-        tmp.replace(path)
-    return result, {"cached": False, "train_s": train_s, "path": str(path) if path else None}
+    return result, _store(result, path, key, time.perf_counter() - t0)
 
 
 @dataclass
@@ -135,12 +150,50 @@ def build_equation(ls: LabelledArchs, equation: str | LabelEquation, config: Tra
     y = ls.labels(eq)
     keys = [ls.space.to_string(a) for a in ls.archs]
     result, info = train_cached(ls.graphs, y, keys, config, cache_dir, progress)
+    return _scored(ls, eq, y, result, info, resolution)
+
+
+def _scored(ls: LabelledArchs, eq: LabelEquation, y: np.ndarray, result: TrainResult, info: dict,
+            resolution: int) -> EquationBuild:
+    """Moments on the training split and every module's Eq. 5 score for a trained predictor."""
     t0 = time.perf_counter()
     hm = hop_moments(result.model, ls.graphs, result.train_idx)
     lm = label_moments(ls.space, [ls.archs[i] for i in result.train_idx], y[result.train_idx])
     scores = score_modules(result, ls.space, hm, lm, resolution)
     info = {**info, "score_s": time.perf_counter() - t0, **result.metrics}
     return EquationBuild(eq, AutoBuildRun(result, hm, lm, scores), info)
+
+
+def build_equations(ls: LabelledArchs, equations: Sequence[str | LabelEquation], config: TrainConfig | None = None,
+                    resolution: int = 224, cache_dir: str | Path | None = None,
+                    n_jobs: int = -1) -> list[EquationBuild]:
+    """:func:`build_equation` for several equations, the predictors not in the cache trained in parallel.
+
+    The missing predictors train ``n_jobs`` at a time on one thread each
+    (:func:`~autobuild_lib.core.train_many.train_many`), so they are the same as
+    :func:`build_equation` would train one after another.  One build per equation, in order.
+    """
+    from autobuild_lib.core.train_many import TrainTask, train_many
+
+    config = config or TrainConfig()
+    eqs = [e if isinstance(e, LabelEquation) else LabelEquation.parse(e) for e in equations]
+    keys = [ls.space.to_string(a) for a in ls.archs]
+    ys = {e.text: ls.labels(e) for e in eqs}
+    found: dict[str, tuple[TrainResult, dict]] = {}
+    todo: list[tuple[str, str, Path | None]] = []
+    for e in eqs:
+        key = _predictor_key(ls.graphs, np.asarray(ys[e.text], dtype=np.float64), keys, config)
+        path = _cache_path(cache_dir, "predictor", key)
+        hit = _load_cached(path, key, ls.graphs)
+        if hit is not None:
+            found[e.text] = hit
+        else:
+            todo.append((e.text, key, path))
+    if todo:
+        trained = train_many([TrainTask(ls.graphs, ys[t], config) for t, _, _ in todo], n_jobs=n_jobs)
+        for (text, key, path), run in zip(todo, trained):
+            found[text] = (run.result, _store(run.result, path, key, run.seconds))
+    return [_scored(ls, e, ys[e.text], *found[e.text], resolution) for e in eqs]
 
 
 # ----------------------------------------------------------------------------- predictors for new archs

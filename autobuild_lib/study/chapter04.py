@@ -68,8 +68,8 @@ def train_predictors(config, epochs, eqs, ls, pcache, resolution):
     """One AutoBuild predictor per label equation."""
     builds = None
     builds, rows = {}, []
-    for e, direction in eqs.items():
-        b = build.build_equation(ls, e, config, resolution=resolution, cache_dir=pcache)
+    trained = build.build_equations(ls, list(eqs), config, resolution=resolution, cache_dir=pcache)
+    for (e, direction), b in zip(eqs.items(), trained):
         builds[e] = b
         m = b.run.result.metrics
         print(

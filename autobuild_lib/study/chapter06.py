@@ -150,9 +150,7 @@ def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, s
 def nas_space(config, eqs, k, ls, pcache, sp):
     """The AutoBuild-NAS space: union of the equations' top-K modules."""
     candidates = per_eq = union_size = None
-    builds = {}
-    for e in eqs:
-        builds[e.text] = build.build_equation(ls, e, config, cache_dir=pcache)
+    builds = {e.text: b for e, b in zip(eqs, build.build_equations(ls, eqs, config, cache_dir=pcache))}
     per_eq = [b.top(k) for b in builds.values()]
     candidates = union_candidates(per_eq)
     cand_table = pd.DataFrame(

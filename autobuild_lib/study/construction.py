@@ -34,7 +34,7 @@ import pandas as pd
 
 from autobuild_lib.benchmarks.labelled import LabelledSet
 from autobuild_lib.core import pareto
-from autobuild_lib.core.build import EquationBuild, build_equation
+from autobuild_lib.core.build import EquationBuild, build_equations
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import MutationScheme, SearchResult, evolutionary_search
 from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
@@ -405,9 +405,8 @@ class ConstructionPlan:
 
 def plan_construction(ls: LabelledSet, equations: Sequence[str | LabelEquation], k: int,
                       config: TrainConfig | None = None, cache_dir: str | Path | None = None,
-                      n_eval: int | None = None, resolution: int = 224,
-                      progress: bool = False) -> ConstructionPlan:
-    """:func:`build_equation` for every equation, then its ``k ** n_units`` architectures
+                      n_eval: int | None = None, resolution: int = 224) -> ConstructionPlan:
+    """:func:`build_equations` (cache misses trained in parallel), then every equation's ``k ** n_units`` architectures
     (:meth:`EquationBuild.construct`); ``n_eval`` keeps that many evenly spaced ones per equation
     for evaluation (:func:`evenly_spaced`; None: all).  Deterministic for fixed data, equations
     and ``config`` (training runs on one thread with ``config.seed``)."""
@@ -416,8 +415,8 @@ def plan_construction(ls: LabelledSet, equations: Sequence[str | LabelEquation],
     twice = sorted({t for t in texts if texts.count(t) > 1})
     if twice:
         raise ValueError(f"equations {twice} are listed twice")
-    builds = {e.text: build_equation(ls, e, config, resolution=resolution, cache_dir=cache_dir, progress=progress)
-              for e in parsed}
+    builds = {e.text: b for e, b in zip(parsed, build_equations(ls, parsed, config, resolution=resolution,
+                                                                 cache_dir=cache_dir))}
     constructed = {t: b.construct(ls.space, k, resolution=resolution) for t, b in builds.items()}
     to_eval = {t: evenly_spaced(a, n_eval) for t, a in constructed.items()}
     return ConstructionPlan(ls.space, builds, constructed, to_eval)
@@ -435,8 +434,7 @@ def _predictor_cache_dir(predictor_cache: str | Path | None) -> Path | None:
 def chapter05_plan(space: str, dataset: str = "mini-ofa", data_dir: str | Path | None = None,
                    profile: str = "full", equations: Sequence[str] = CHAPTER05_EQUATIONS, k: int = 3,
                    epochs: int = 200, seed: int = 0,
-                   predictor_cache: str | Path | None = DEFAULT_PREDICTOR_CACHE,
-                   progress: bool = False) -> ConstructionPlan:
+                   predictor_cache: str | Path | None = DEFAULT_PREDICTOR_CACHE) -> ConstructionPlan:
     """The :class:`ConstructionPlan` chapter 05 computes for these parameters (same names and
     defaults as the chapter's parameters cell; the Mini-OFA folder is
     :func:`~autobuild_lib.study.data.mini_ofa_dir`)."""
@@ -445,7 +443,7 @@ def chapter05_plan(space: str, dataset: str = "mini-ofa", data_dir: str | Path |
     st = chapter05_settings(profile, equations, k, epochs)
     ls = study.load_set(dataset, space, data_dir, n=st["n_train"], seed=seed)
     return plan_construction(ls, st["equations"], st["k"], TrainConfig(epochs=st["epochs"], seed=seed),
-                             _predictor_cache_dir(predictor_cache), st["n_eval"], progress=progress)
+                             _predictor_cache_dir(predictor_cache), st["n_eval"])
 
 
 def archs_digest(keys: Sequence[str]) -> str:

@@ -280,3 +280,23 @@ def test_search_grid_summary_is_deterministic():
         assert g["evaluated"].tolist() == [5, 8, 11]
     with pytest.raises(ValueError):
         C.run_search_grid(sp, {}, _toy_metrics, seeds=[0])
+
+
+def test_build_equations_equals_one_build_per_equation_and_uses_the_cache(tiny_set, tmp_path):
+    import torch
+
+    from autobuild_lib.core.build import build_equation, build_equations
+
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=1)
+    eqs = ["acc", "acc/latency_cpu"]
+    alone = [build_equation(tiny_set, e, cfg) for e in eqs]
+    built = build_equations(tiny_set, eqs, cfg, cache_dir=tmp_path, n_jobs=2)
+    assert [b.equation.text for b in built] == [b.equation.text for b in alone]
+    for a, b in zip(alone, built):
+        for (n, p), (_, q) in zip(a.run.result.model.state_dict().items(), b.run.result.model.state_dict().items()):
+            assert torch.equal(p, q), n
+        pd.testing.assert_frame_equal(a.run.scores, b.run.scores)
+        assert not b.info["cached"]
+    again = build_equations(tiny_set, eqs[::-1], cfg, cache_dir=tmp_path)
+    assert all(b.info["cached"] for b in again) and [b.equation.text for b in again] == eqs[::-1]
+    pd.testing.assert_frame_equal(again[1].run.scores, built[0].run.scores)
