@@ -111,7 +111,7 @@ def _read_scores(path: str, space: str) -> pd.DataFrame:
 
 
 def _construct(args: argparse.Namespace) -> None:
-    from autobuild_lib.core.scoring import construct, top_k
+    from autobuild_lib.core.construction import construct, top_k
     from autobuild_lib.core.spaces import get_space
 
     space = get_space(args.space)
@@ -122,8 +122,8 @@ def _construct(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> None:
+    from autobuild_lib.core.construction import top_k
     from autobuild_lib.core.graphs import ofa_graph
-    from autobuild_lib.core.scoring import top_k
     from autobuild_lib.core.search import SCHEMES, evolutionary_search, make_scheme, union_candidates
     from autobuild_lib.core.spaces import get_space
     from autobuild_lib.core.training import predict

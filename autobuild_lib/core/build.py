@@ -20,9 +20,10 @@ from typing import Protocol
 
 import numpy as np
 
+from autobuild_lib.core.construction import construct, top_k
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph
-from autobuild_lib.core.scoring import AutoBuildRun, construct, hop_moments, label_moments, score_modules, top_k
+from autobuild_lib.core.scoring import AutoBuildRun, hop_moments, label_moments, score_modules
 from autobuild_lib.core.spaces.ofa import OFAArch, OFAModule, OFASpace
 from autobuild_lib.core.training import TrainConfig, TrainResult, load_result, predict, save_result, train_predictor
 

@@ -1,4 +1,4 @@
-"""Module scores, the distribution shift (Eq. 5) and top-K construction.
+"""Module scores and the distribution shift (Eq. 5); construction from them is in :mod:`~autobuild_lib.core.construction`.
 
 Paper Sec. 4.2 / 7.3:
 
@@ -12,8 +12,6 @@ Paper Sec. 4.2 / 7.3:
   the training architectures whose unit u has l layers.
 * Eq. 5: ``score* = (||h_v^m||_1 - mu_m^h) * sigma_{u,l}^y / sigma_m^h + mu_{u,l}^y``
   puts modules of different lengths on one (label) scale.
-* Construction: the top-K modules of every unit span a reduced space of
-  ``K^|u|`` architectures (K=3, 5 units -> 243).
 """
 from __future__ import annotations
 
@@ -150,25 +148,6 @@ def parse_module(text: str) -> OFAModule:
         k, e = tok[1:].split("e")
         out.append((int(k), int(e)))
     return tuple(out)
-
-
-def top_k(scores: pd.DataFrame, k: int, maximize: bool = True) -> list[list[OFAModule]]:
-    """The top-``k`` modules of every unit (ties broken by enumeration order)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    out = []
-    for _, grp in scores.groupby("unit", sort=True):
-        best = grp.sort_values("score", ascending=not maximize, kind="stable").head(k)
-        out.append([parse_module(s) for s in best["module"]])
-    return out
-
-
-def construct(space: OFASpace, per_unit: Sequence[Sequence[OFAModule]],
-              resolution: int = 224) -> list[OFAArch]:
-    """All ``prod_u K_u`` architectures of the reduced space, in a fixed order."""
-    if len(per_unit) != space.n_units:
-        raise ValueError(f"need modules for {space.n_units} units, got {len(per_unit)}")
-    return [space.assemble(list(c), resolution=resolution) for c in itertools.product(*per_unit)]
 
 
 @dataclass

@@ -10,24 +10,25 @@ import pandas as pd
 import pytest
 import torch
 
+from autobuild_lib.core.construction import (
+    constrained_top_k,
+    hop_quota,
+    per_unit_candidates,
+    top_combinations,
+    unconstrained_top_k,
+)
 from autobuild_lib.core.dedup import build_plan, plan_predict, single_thread
 from autobuild_lib.core.ensemble import (
     Ensemble,
-    constrained_top_k,
     ensemble_predict,
-    exhaustive_search,
-    hop_quota,
-    iter_space,
     module_name,
-    per_unit_candidates,
     sd_module_scores,
-    top_combinations,
     train_ensemble,
-    unconstrained_top_k,
 )
 from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.sd_graphs import SD_SCHEMA, SDTableBuilder, sd_graph, sd_module_graph, sd_table
+from autobuild_lib.core.search import exhaustive_search, iter_space
 from autobuild_lib.core.spaces.sd import SDArch, SDModule, SDSpace, sd_unet_hw
 from autobuild_lib.core.training import TrainConfig, TrainResult, predict
 
@@ -335,7 +336,7 @@ def test_bad_ensemble_inputs(labelled):
 
 
 def test_construct_sd_picks_valid_archs_per_method(hw, labelled):
-    from autobuild_lib.core.ensemble import construct_sd
+    from autobuild_lib.core.construction import construct_sd
 
     archs, _, y = labelled
     res = construct_sd(hw, archs, y, n=3, methods=("autobuild", "unconstrained", "es"), seeds=(0,),

@@ -3,16 +3,15 @@ import pandas as pd
 import pytest
 import torch
 
+from autobuild_lib.core.construction import construct, top_k
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, ofa_graph, ofa_module_graph
 from autobuild_lib.core.scoring import (
-    construct,
     hop_moments,
     label_moments,
     module_string,
     parse_module,
     run_autobuild,
     score_modules,
-    top_k,
 )
 from autobuild_lib.core.spaces import mbv3, pn
 from autobuild_lib.core.training import TrainConfig, load_result, predict, save_result, split_indices, train_predictor

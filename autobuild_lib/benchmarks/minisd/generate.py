@@ -25,7 +25,7 @@ skipping what is done; every file appears atomically under ``data/mini-sd/``:
     the latency of the 90 and the constructed archs measured together -> ``constructed-sd-hw.csv``.
 ``constructions``
     Sec. 5.3: both 20-predictor ensembles on ``y = -FID`` of ``sd.csv``
-    (:func:`~autobuild_lib.core.ensemble.construct_sd`), AutoBuild's top-4 and ES's top-4;
+    (:func:`~autobuild_lib.core.construction.construct_sd`), AutoBuild's top-4 and ES's top-4;
     their module scores -> ``module-scores-sd.csv``, the picks and every member's held-out
     SRCCs -> ``construction-sd.json``; the picked archs are fine-tuned and labelled like
     the 68 (same work-unit store) -> ``constructed-sd.csv``.
@@ -233,9 +233,9 @@ def _labels(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bo
 
 def _constructions(space: str, root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool,
                    ensemble: dict | None = None) -> dict:
-    """``ensemble``: keyword arguments for :func:`~autobuild_lib.core.ensemble.construct_sd` (tests use
+    """``ensemble``: keyword arguments for :func:`~autobuild_lib.core.construction.construct_sd` (tests use
     small ones; the default is the paper's 5 folds x 4 seeds, 1000 epochs, the whole space for ES)."""
-    from autobuild_lib.core.ensemble import construct_sd
+    from autobuild_lib.core.construction import construct_sd
 
     table = root / f"{space}.csv"
     if not table.exists():
@@ -342,7 +342,7 @@ def _hw_latency(root: Path, cfg: MiniSDConfig, progress: bool) -> dict:
 
 def _hw_constructions(root: Path, cfg: MiniSDConfig, n_jobs: int, progress: bool,
                       ensemble: dict | None = None) -> dict:
-    from autobuild_lib.core.ensemble import construct_sd
+    from autobuild_lib.core.construction import construct_sd
 
     space, sp = "sd-hw", get_space("sd-hw")
     for f in ("sd-hw.csv", "latency-sd-hw.json"):
