@@ -256,6 +256,13 @@ class LazyLatencyPredictor:
         self.result = None
         self.info: dict = {}
 
+    @classmethod
+    def of(cls, result, info: dict) -> LazyLatencyPredictor:
+        """A predictor that is already trained (e.g. a benchmark's committed latency model)."""
+        out = cls(result.space, [], [])
+        out.result, out.info = result, dict(info)
+        return out
+
     def fit(self):
         if self.result is None:
             t0 = time.perf_counter()

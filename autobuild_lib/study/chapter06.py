@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
+from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build
 from autobuild_lib.core.equations import LabelEquation
@@ -197,9 +198,12 @@ def evaluators(
         sp, keys, frame["latency_cpu"].to_numpy(), pcache, epochs=latency_epochs, seed=seed
     )
     if accuracy == "evaluator":
+        model, record = load_latency_model(space, study.mini_ofa_dir())
+        lazy_lat = build.LazyLatencyPredictor.of(model, {"source": f"the benchmark's latency-{space}.pt, trained on "
+                                                          f"its {record.get('latency_source', 'measured')} latencies"})
         cache_path = construction.resolve_eval_cache(eval_cache, profile, study.mini_ofa_dir())
-        ev = study.evaluator(dataset, cache=cache_path, latency="predict", latency_predictors={space: lazy_lat})
-        metrics = construction.SearchMetrics(sp, space, evaluator=ev)
+        ev = study.evaluator(dataset, cache=cache_path, latency="skip")
+        metrics = construction.SearchMetrics(sp, space, evaluator=ev, latency_fn=lazy_lat)
         acc_res = None
         print(f"evaluation cache: {cache_path if profile == 'full' else 'temporary copy (smoke)'}")
     elif l1 is not None:
@@ -295,7 +299,7 @@ def searches(
         else "the latency predictor was not needed (every latency measured or cached)"
         if lazy_lat.result is None
         else f"latency predictor: test SRCC {lazy_lat.result.test_srcc:.3f}, MAE {lazy_lat.result.test_mae_ms:.2f} ms "
-        f"({'loaded from cache' if lazy_lat.info.get('cached') else 'trained now'})"
+        f"({lazy_lat.info.get('source') or ('loaded from cache' if lazy_lat.info.get('cached') else 'trained now')})"
     )
     display(
         Markdown(

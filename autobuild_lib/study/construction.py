@@ -44,7 +44,7 @@ __all__ = ["OBJECTIVES", "reference_point", "hypervolume_clipped",
            "front_gain_table", "SearchMetrics", "run_search_grid", "search_history", "hypervolume_summary",
            "hypervolume_curves", "seconds_per_new_arch", "resolve_eval_cache",
            "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "chapter05_settings", "chapter06_settings", "evenly_spaced",
-           "ConstructionPlan", "plan_construction", "chapter05_plan", "chapter05_archs", "fill_chapter05_cache",
+           "ConstructionPlan", "plan_construction", "with_predicted_latency", "chapter05_plan", "chapter05_archs", "fill_chapter05_cache",
            "archs_digest"]
 
 OBJECTIVES: list[tuple[str, bool]] = [("acc", True), ("latency_cpu", False)]
@@ -122,6 +122,8 @@ class SearchMetrics:
     * ``evaluator=ev`` (a Mini-OFA :class:`~autobuild_lib.benchmarks.miniofa.evaluator.Evaluator`): accuracy
       evaluated for real (benchmark table, cache or computed); latency as the evaluator gives it
       (``latency_source`` measured / predicted).
+      With ``latency_fn`` (``archs -> ms``) an architecture outside the benchmark table takes its
+      latency from there (``predicted``, :func:`with_predicted_latency`).
     * ``accuracy_fn=f`` (surrogate, ``archs -> acc``) with ``latency_fn`` (``archs -> ms``) and
       ``known`` (the labelled frame): an architecture of ``known`` takes its labels from there
       (``benchmark`` / ``measured``), any other its predictions (``predicted``).
@@ -159,6 +161,8 @@ class SearchMetrics:
                 r = self.evaluator.evaluate(self.space_name, key)
                 rec = {"acc": float(r["acc"]), "latency_cpu": float(r["latency_cpu"]),
                        "acc_source": "evaluated", "latency_source": r["latency_source"], "source": r["source"]}
+                if self.latency_fn is not None and r["source"] != "benchmark":
+                    rec.update(latency_cpu=float(self.latency_fn([arch])[0]), latency_source="predicted")
             elif self.known is not None and key in self.known.index:
                 acc, lat = self.known.loc[key]
                 rec = {"acc": float(acc), "latency_cpu": float(lat), "acc_source": "benchmark",
@@ -175,6 +179,21 @@ class SearchMetrics:
         """One row per distinct architecture: metrics, ``acc_source``, ``latency_source``, ``source``, ``seconds``."""
         cols = ["arch", "acc", "latency_cpu", "acc_source", "latency_source", "source", "seconds"]
         return pd.DataFrame([{"arch": k, **v} for k, v in self.log.items()], columns=cols)
+
+
+def with_predicted_latency(evaluated: pd.DataFrame, latency: Callable[[Sequence[str]], np.ndarray]) -> pd.DataFrame:
+    """Evaluator rows with ``latency_cpu`` from ``latency`` (``arch keys -> ms``) for every architecture
+    outside the benchmark table, ``latency_source`` "predicted"; benchmark rows keep their measured value.
+
+    The paper predicts the latency of new architectures (Sec. 4, a k-GNN); measuring them beside
+    other jobs would mix noisy single runs with the benchmark's repeated rounds.
+    """
+    out = evaluated.copy()
+    new = (out["source"] != "benchmark").to_numpy()
+    if new.any():
+        out.loc[new, "latency_cpu"] = np.asarray(latency(list(out.loc[new, "arch"])), dtype=float)
+        out.loc[new, "latency_source"] = "predicted"
+    return out
 
 
 def run_search_grid(space: OFASpace, schemes: Mapping[str, MutationScheme], evaluate: Callable,
@@ -461,7 +480,8 @@ def chapter05_archs(space: str, **kwargs) -> list[str]:
 
 def fill_chapter05_cache(space: str, cache: str | Path | None = None, progress: bool = True,
                          **kwargs) -> pd.DataFrame:
-    """Evaluate :func:`chapter05_archs` with the Mini-OFA evaluator (measured latency) so that
+    """Evaluate :func:`chapter05_archs` with the Mini-OFA evaluator (accuracy only: the chapter predicts
+    the latency of new architectures with the benchmark's latency model) so that
     the chapter's full profile finds them all cached.  ``cache`` defaults to the evaluator's
     (``<mini-ofa dir>/evaluations.sqlite``, the one the full profile reads).  Resumable: rows are
     committed one by one and never recomputed.  Returns :meth:`Evaluator.evaluate_many`'s frame."""
@@ -470,5 +490,5 @@ def fill_chapter05_cache(space: str, cache: str | Path | None = None, progress: 
     if kwargs.get("dataset", "mini-ofa") != "mini-ofa":
         raise ValueError("only the Mini-OFA benchmark can evaluate new architectures")
     keys = chapter05_archs(space, **kwargs)
-    ev = study.evaluator("mini-ofa", cache=cache)
+    ev = study.evaluator("mini-ofa", cache=cache, latency="skip")  # latency: the benchmark's predictor
     return ev.evaluate_many(space, keys, progress=progress)

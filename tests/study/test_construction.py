@@ -300,3 +300,33 @@ def test_build_equations_equals_one_build_per_equation_and_uses_the_cache(tiny_s
     again = build_equations(tiny_set, eqs[::-1], cfg, cache_dir=tmp_path)
     assert all(b.info["cached"] for b in again) and [b.equation.text for b in again] == eqs[::-1]
     pd.testing.assert_frame_equal(again[1].run.scores, built[0].run.scores)
+
+
+def test_new_architectures_take_the_latency_predictors_value():
+    sp = mbv3()
+    a, b = sample_archs(sp, 2, seed=4)
+    ka, kb = sp.to_string(a), sp.to_string(b)
+    evaluated = pd.DataFrame({"arch": [ka, kb], "acc": [1.0, 2.0], "latency_cpu": [7.0, np.nan],
+                              "latency_source": ["measured", "skipped"], "source": ["benchmark", "computed"]})
+    seen = []
+    out = C.with_predicted_latency(evaluated, lambda keys: seen.extend(keys) or np.full(len(keys), 3.5))
+    assert seen == [kb] and out["latency_cpu"].tolist() == [7.0, 3.5]
+    assert out["latency_source"].tolist() == ["measured", "predicted"] and evaluated.loc[1, "latency_source"] == "skipped"
+
+    class Bench(_FakeEvaluator):
+        def evaluate(self, space, key):
+            row = super().evaluate(space, key)
+            return {**row, "latency_source": "measured", "source": "benchmark"} if key == ka else row
+
+    m = C.SearchMetrics(sp, "mbv3", evaluator=Bench(), latency_fn=lambda x: np.full(len(x), 4.25))
+    assert m(a)["latency_cpu"] == float(len(ka)) and m(b)["latency_cpu"] == 4.25
+    assert m.provenance().set_index("arch").loc[kb, "latency_source"] == "predicted"
+
+
+def test_the_benchmarks_latency_model_is_checked_and_named(tmp_path):
+    from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
+
+    with pytest.raises(FileNotFoundError, match="latency-mbv3.pt is missing.*--stages latency_model"):
+        load_latency_model("mbv3", tmp_path)
+    with pytest.raises(ValueError, match="unknown Mini-OFA space"):
+        load_latency_model("resnet", tmp_path)

@@ -62,3 +62,24 @@ def load_mini_ofa(space: str, root: str | Path = MINI_OFA_DIR, verify: bool = Tr
 
     return read_table(path)
 
+
+def load_latency_model(space: str, root: str | Path = MINI_OFA_DIR):
+    """The benchmark's k-GNN latency predictor of ``space`` (``latency-<space>.pt``, the ``latency_model``
+    stage) and its record (``latency-model-<space>.json``: test MAE, SRCC, the latencies it learned).
+
+    The paper predicts the latency of architectures outside the benchmark (Sec. 4); chapters 05
+    and 06 use this predictor for constructed and searched architectures.  Checked against the
+    manifest.
+    """
+    import json
+
+    from autobuild_lib.core.latency import load_latency_predictor
+
+    if space not in ("mbv3", "pn"):
+        raise ValueError(f"unknown Mini-OFA space {space!r}; choose 'mbv3' or 'pn'")
+    root = Path(root)
+    model, record = root / f"latency-{space}.pt", root / f"latency-model-{space}.json"
+    cmd = f"{regenerate_command(space)} --stages latency_model"
+    verify_file(model, root, cmd)
+    verify_file(record, root, cmd)
+    return load_latency_predictor(model), json.loads(record.read_text())
