@@ -50,6 +50,14 @@ def test_fast_pq_equals_torchmetrics(scale):
     np.testing.assert_allclose(split, counts)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_panoptic_semantic_map_is_the_argmax(layout):
+    logits = torch.randn(3, 12, 16, 16, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+    logits[0, :, 0, 0] = 1.0                       # a tie: the first maximal class, as argmax
+    sem, _ = panoptic_maps(logits, min_area=1)     # no component is dropped
+    assert torch.equal(sem, logits.argmax(1)) and sem[0, 0, 0] == 0
+
+
 def test_panoptic_maps_separates_components_and_drops_small_ones():
     logits = torch.zeros(1, 12, 10, 10)
     logits[0, 10] = 1.0                    # stuff everywhere ...
