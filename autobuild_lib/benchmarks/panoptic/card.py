@@ -170,7 +170,9 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
         "BatchNorm-calibration mosaics from the Fashion-MNIST train split minus a held-out pool of "
         f"{cfg.n_val_pool} garments; {cfg.n_val} validation mosaics from that pool (the pseudo labels; "
         f"two halves of {cfg.n_val // 2} for the reliability check); {cfg.n_test} test mosaics from the "
-        "Fashion-MNIST test split (the fully fine-tuned labels).",
+        "Fashion-MNIST test split (the fully fine-tuned labels; two halves for their reliability). Each mosaic "
+        "draws its garments with replacement from its pool, so a pool serves any number of mosaics (a garment "
+        "then appears in several).",
         "",
         f"**Model.** The Mini-OFA MBv3 supernet ({_backbone_width()}, design C weights "
         "`data/mini-ofa/pilots/C-mbv3/supernet.pt`, trained on cluttered Fashion-MNIST) as backbone and a "
@@ -182,9 +184,11 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
         "",
         "**Labels.** `pseudo.csv` (the paper's pseudo labels): each architecture's static subnet with "
         f"inherited weights, BatchNorm recalibrated on the calibration mosaics, PQ on the validation "
-        f"mosaics (`pq`, and `pq_a` / `pq_b` on its halves). `full.csv` (the paper's fully fine-tuned "
+        "mosaics (`pq`; `pq_a` / `pq_b` on its halves, `pq_things`, `miou` of the argmax semantic map and the "
+        "mean pixel cross-entropy `ce` from the same forward passes). `full.csv` (the paper's fully fine-tuned "
         f"labels): the first {n_full} architectures of `pseudo.csv`, each subnet fine-tuned alone for "
-        f"{cfg.ft_steps} steps (lr {cfg.ft_lr}), PQ on the test mosaics (`pq_full`). `flops`: OFA's count "
+        f"{cfg.ft_steps} steps (lr {cfg.ft_lr}), PQ on the test mosaics (`pq_full`, with the same further "
+        "columns on the test halves and set). `flops`: OFA's count "
         f"of conv + linear multiply-accumulates of backbone + head on one {cfg.size}x{cfg.size} mosaic, in "
         "MFLOPs of the mini model.",
         "",

@@ -81,8 +81,8 @@ def _require(root: Path, names: tuple[str, ...]) -> None:
         stages = list(dict.fromkeys(STAGE_OF[n] for n in missing))
         raise DataMissing(f"the Mini-Panoptic benchmark is incomplete in {root}: missing {', '.join(missing)} "
                           f"(stage{'s' if len(stages) > 1 else ''} {', '.join(stages)}). Restore the committed "
-                          f"files with `git checkout -- {root}` or generate them with `{REGENERATE}` (about 1.5 "
-                          "hours on a 2-core CPU, resumable; see data/mini-panoptic/DATA_CARD.md).")
+                          f"files with `git checkout -- {root}` or generate them with `{REGENERATE}` (about 8 "
+                          "CPU-hours, i.e. 4 hours on a 2-core CPU, resumable; see data/mini-panoptic/DATA_CARD.md).")
 
 
 def load_mini_panoptic(root: str | Path | None = None, verify: bool = True,
