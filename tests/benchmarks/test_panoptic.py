@@ -151,6 +151,19 @@ def test_shard_folders_are_keyed_by_the_label_configuration(tmp_path):
         gen.label_work(tmp_path, cfg, "noise")
 
 
+def test_the_pilot_reliability_check_does_not_pass_the_new_bar(tmp_path):
+    """The committed reliability.json (design B, 6,400 mosaics, 0.857 >= 0.85) predates keyed shards: refused."""
+    committed = gen.MINI_PANOPTIC_DIR / "reliability.json"
+    if not committed.is_file():
+        pytest.skip(f"{committed} not here")
+    torch.save({"config": dataclasses.asdict(PanopticConfig()), "model": {}}, tmp_path / "supernet.pt")
+    (tmp_path / "reliability.json").write_text(committed.read_text())
+    rel = json.loads(committed.read_text())
+    assert "work" not in rel and rel["srcc_halves"] >= gen.RELIABILITY_BAR
+    with pytest.raises(ValueError, match=r"another label configuration \(6400 validation mosaics.*now 8000"):
+        gen.check_reliability(tmp_path)
+
+
 def test_generation_stages_are_resumable(tiny, tmp_path, monkeypatch):
     cfg, fm = tiny
     monkeypatch.setattr(gen, "build_data", lambda c: build_data(c, fm))
