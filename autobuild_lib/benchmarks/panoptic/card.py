@@ -27,6 +27,7 @@ from autobuild_lib.benchmarks.panoptic.constants import (
     RELIABILITY_SEED,
     STAGES,
 )
+from autobuild_lib.benchmarks.panoptic.labelkey import label_work
 from autobuild_lib.benchmarks.panoptic.train import PanopticConfig
 from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
@@ -64,8 +65,6 @@ def _config(root: Path) -> tuple[PanopticConfig, bool]:
 def _current(root: Path) -> dict[str, str]:
     """The shard folders (relative to ``root``, by label kind) of the configuration the last run used
     (``config.json``, else the default); none while ``supernet.pt`` is absent or unreadable."""
-    from autobuild_lib.benchmarks.panoptic.generate import label_work
-
     cfg, _ = _config(root)
     try:
         return {k: label_work(root, cfg, k).relative_to(root).as_posix() for k in ("pseudo", "full")}

@@ -42,7 +42,6 @@ Architectures: ``OFASpace.sample(np.random.default_rng([ARCH_SEED, i]))`` at res
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import time
@@ -72,9 +71,9 @@ from autobuild_lib.benchmarks.panoptic.constants import (
     WORK_CACHE,
     K,
 )
+from autobuild_lib.benchmarks.panoptic.labelkey import check_supernet, label_config, label_work
 from autobuild_lib.benchmarks.panoptic.train import (
     LABEL_FIELDS,
-    SUPERNET_FIELDS,
     PanopticConfig,
     build_data,
     build_model,
@@ -83,7 +82,7 @@ from autobuild_lib.benchmarks.panoptic.train import (
     sample_archs,
     train_supernet,
 )
-from autobuild_lib.benchmarks.pipeline.manifest import sha256_file, write_manifest
+from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
@@ -109,39 +108,10 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def check_supernet(stored: dict, cfg: PanopticConfig, path: Path) -> None:
-    """Refuse a supernet (its stored configuration ``stored``, from ``path``) trained with other
-    :data:`~.train.SUPERNET_FIELDS` than ``cfg``; the label fields (mosaic counts, fine-tuning) may differ."""
-    diff = [f"{k} {stored.get(k)!r} (now {getattr(cfg, k)!r})" for k in SUPERNET_FIELDS if stored.get(k) != getattr(cfg, k)]
-    if diff:
-        raise ValueError(f"{path} was trained with another supernet configuration: {', '.join(diff)}; restore the "
-                         f"committed one with `git checkout -- {path}`, or delete it and rerun the 'supernet' stage")
-
-
 def _stored_supernet(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the 'supernet' stage first")
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def label_config(root: Path, cfg: PanopticConfig, kind: str) -> dict:
-    """Everything a ``kind`` (pseudo / full) label depends on: the configuration fields
-    (:data:`~.train.SUPERNET_FIELDS` + :data:`~.train.LABEL_FIELDS` ``[kind]``) and the sha256 of ``supernet.pt``."""
-    if kind not in LABEL_FIELDS:
-        raise ValueError(f"unknown label kind {kind!r}; choose from {list(LABEL_FIELDS)}")
-    path = root / "supernet.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the 'supernet' stage first")
-    return {"kind": kind, "config": cfg.fields(SUPERNET_FIELDS + LABEL_FIELDS[kind]),
-            "supernet_sha256": sha256_file(path)}
-
-
-def label_work(root: Path, cfg: PanopticConfig, kind: str) -> Path:
-    """The shard folder ``root/work/<kind>-<digest>`` of ``kind`` labels, the digest being the first
-    12 hex digits of the sha256 of :func:`label_config`: shards measured under another label
-    configuration (other mosaic counts, another supernet) are never read."""
-    text = json.dumps(label_config(root, cfg, kind), sort_keys=True)
-    return root / "work" / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def _store(root: Path, cfg: PanopticConfig, kind: str) -> ShardStore:
