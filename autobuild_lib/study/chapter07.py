@@ -344,9 +344,9 @@ def reliability(d, labelled, own, pseudo):
         need = ""
         if curve:
             need = (
-                " Mosaics a split-half SRCC of 0.9 would need (Spearman-Brown): "
+                f" Mosaics a split-half SRCC of {pgen.RELIABILITY_BAR} would need (Spearman-Brown): "
                 + ", ".join(
-                    f"{k}: {v:,.0f}" if np.isfinite(v) else f"{k}: never" for k, v in curve["images_for_0.9"].items()
+                    f"{k}: {v:,.0f}" if np.isfinite(v) else f"{k}: never" for k, v in curve["images_for_bar"].items()
                 )
                 + "."
             )
@@ -626,7 +626,7 @@ def claims(
 
         why = C.undetermined("no labels: the reliability bar is not met")
         need_here = spearman_brown_size(rel["srcc_halves"], sum(rel["halves"]))
-        pq_need = float((curve or {}).get("images_for_0.9", {}).get("pq", np.nan))
+        pq_need = float((curve or {}).get("images_for_bar", {}).get("pq", np.nan))
         rows = [
             {
                 "claim": SETTING,
@@ -635,10 +635,10 @@ def claims(
                 "verdict": why,
             },
             {
-                "claim": "pseudo labels are reliable (split-half SRCC >= 0.9)",
+                "claim": f"pseudo labels are reliable (split-half SRCC >= {pgen.RELIABILITY_BAR})",
                 "paper": "not reported",
                 "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs with {sum(rel['halves'])} mosaics; "
-                f"0.9 would need ~{need_here:,.0f} mosaics by Spearman-Brown from this check"
+                f"{pgen.RELIABILITY_BAR} would need ~{need_here:,.0f} mosaics by Spearman-Brown from this check"
                 + (f" (~{pq_need:,.0f} from the noise curve)" if np.isfinite(pq_need) else ""),
                 "verdict": C.note("study check: " + ("met" if reliable else "not met")),
             },
@@ -660,7 +660,7 @@ def claims(
         has_sqrt, has_log = SQRT in tab.index, LOG in tab.index
         q75 = float(full["pq_full"].quantile(0.75))
         n_over_log = int(tab.loc[LOG, "n over the front's FLOPs"]) if has_log else 0
-        pq_need = float((curve or {}).get("images_for_0.9", {}).get("pq", np.nan))
+        pq_need = float((curve or {}).get("images_for_bar", {}).get("pq", np.nan))
         strength = "strong" if srcc_pf >= 0.8 else "moderate" if srcc_pf >= 0.5 else "weak"
 
         def not_shown(eq):
@@ -674,10 +674,10 @@ def claims(
                 "verdict": C.not_comparable("setting, scaled to a CPU"),
             },
             {
-                "claim": "pseudo labels are reliable (split-half SRCC >= 0.9)",
+                "claim": f"pseudo labels are reliable (split-half SRCC >= {pgen.RELIABILITY_BAR})",
                 "paper": "not reported",
                 "this study": f"SRCC {rel['srcc_halves']:.3f} on {rel['n']} archs; {srcc_all:.3f} over all {len(pseudo)}"
-                + (f"; PQ would need ~{pq_need:,.0f} mosaics for 0.9" if np.isfinite(pq_need) else ""),
+                + (f"; PQ would need ~{pq_need:,.0f} mosaics for {pgen.RELIABILITY_BAR}" if np.isfinite(pq_need) else ""),
                 "verdict": C.note("study check: " + ("met" if reliable else "not met")),
             },
             {

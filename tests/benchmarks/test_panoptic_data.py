@@ -30,12 +30,16 @@ def test_loads_every_table_of_the_fixture(root):
     assert d.root == root and d.supernet_path == root / "supernet.pt"
     assert len(d.pseudo) == SIZES["N_PSEUDO"] and len(d.full) == SIZES["N_FULL"]
     assert list(d.full["arch"]) == list(d.pseudo["arch"][:len(d.full)])
-    assert {"arch", "pq", "pq_a", "pq_b", "pq_things", "flops", "eval_s"} <= set(d.pseudo.columns)
-    assert {"arch", "pq_full", "flops", "ft_loss_last10", "finetune_s", "eval_s"} <= set(d.full.columns)
+    assert {"arch", "pq", "pq_a", "pq_b", "pq_things", "miou", "ce", "flops", "eval_s"} <= set(d.pseudo.columns)
+    assert {"arch", "pq_full", "pq_a", "pq_b", "pq_things", "miou", "ce", "flops", "ft_loss_last10", "finetune_s",
+            "eval_s"} <= set(d.full.columns)
+    assert {"pq_a", "pq_b", "miou", "ce"} <= set(d.constructed.columns)
+    assert d.reliability["work"] == gen.label_work(root, TINY, "pseudo").relative_to(root).as_posix()
     assert set(d.constructed["equation"]) == set(gen.EQUATIONS) == set(d.construction["equations"])
     assert {"unit", "module", "score", "equation"} <= set(d.module_scores.columns)
     assert d.reliability["n"] == SIZES["N_RELIABILITY"] and len(d.trainlog) == TINY.supernet_steps
-    assert d.reliability_curve is not None and {"curve", "images_for_0.9"} <= set(d.reliability_curve)
+    assert d.reliability_curve is not None and {"curve", "bar", "images_for_bar"} <= set(d.reliability_curve)
+    assert d.reliability_curve["bar"] == d.reliability["bar"] == gen.RELIABILITY_BAR
     assert (root / "DATA_CARD.md").is_file()
 
 
@@ -110,14 +114,26 @@ def test_card_reports_what_was_generated(copy, tmp_path):
     card = write_card(copy).read_text()
     for text in ("Differences from the paper", "instead of MS-COCO", "FPN semantic head", "connected components",
                  f"{TINY.supernet_steps} sandwich-rule steps", f"{TINY.ft_steps} fine-tuning steps",
-                 "SRCC between the PQs", "Reliability curve", "SRCC(pseudo PQ, fully fine-tuned PQ)", "| supernet |", "| constructions |",
+                 "SRCC between the PQs", "Reliability curve", "SRCC(pseudo PQ, fully fine-tuned PQ) over the architectures "
+                 "with both: **", "pseudo labels **", f"over {SIZES['N_PSEUDO']} architectures",
+                 "random architectures **", f"over {SIZES['N_FULL']} architectures", f"bar {gen.RELIABILITY_BAR}",
+                 f"| supernet | {TINY.n_val:,} / {TINY.n_test:,} |", "| constructions |", "work/<pseudo|full>-<digest>",
                  "Machine:", REGENERATE, f"`pseudo.csv`: {SIZES['N_PSEUDO']} architectures"):
         assert text in card, text
     empty = tmp_path / "empty"
     empty.mkdir()
     card = write_card(empty).read_text()
     assert "not trained yet" in card and "`pseudo.csv` not generated yet" in card and "none recorded yet" in card
+    assert "Reliability set: not measured yet" in card and "pseudo labels not measured yet" in card
+    assert "with both: not measured yet" in card and "nan" not in card
     assert not list(empty.glob(".partial-*"))
+
+
+def test_card_discounts_a_reliability_check_of_another_label_configuration(copy):
+    rel = json.loads((copy / "reliability.json").read_text())
+    assert "does not count" not in write_card(copy).read_text()
+    (copy / "reliability.json").write_text(json.dumps({**rel, "work": "work/pseudo-000000000000"}))
+    assert "Measured under another label configuration (shards `work/pseudo-000000000000`)" in write_card(copy).read_text()
 
 
 def test_data_summary_lists_the_panoptic_tables(root):
@@ -129,3 +145,4 @@ def test_data_summary_lists_the_panoptic_tables(root):
     for table, pq in (("pseudo", "pq"), ("full", "pq_full")):
         labels = tables[f"{name}/{table}"]["labels"]
         assert {"mean", "std", "min", "max"} <= set(labels[pq]) and labels["flops"]["min"] > 0
+        assert {"pq_a", "pq_b", "miou", "ce"} <= set(labels)

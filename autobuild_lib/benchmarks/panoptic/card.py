@@ -22,9 +22,12 @@ from autobuild_lib.benchmarks.panoptic.constants import (
     CONFIG,
     MINI_PANOPTIC_DIR,
     N_FULL,
+    N_PSEUDO,
+    RELIABILITY_BAR,
     RELIABILITY_SEED,
     STAGES,
 )
+from autobuild_lib.benchmarks.panoptic.labelkey import label_work
 from autobuild_lib.benchmarks.panoptic.train import PanopticConfig
 from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
 
@@ -59,6 +62,25 @@ def _config(root: Path) -> tuple[PanopticConfig, bool]:
     return CONFIG, False
 
 
+def _current(root: Path) -> dict[str, str]:
+    """The shard folders (relative to ``root``, by label kind) of the configuration the last run used
+    (``config.json``, else the default); none while ``supernet.pt`` is absent or unreadable."""
+    cfg, _ = _config(root)
+    try:
+        return {k: label_work(root, cfg, k).relative_to(root).as_posix() for k in ("pseudo", "full")}
+    except FileNotFoundError:
+        return {}
+
+
+def _progress(root: Path, work: str | None, n: int) -> str:
+    """`` N of n units done in <work>`` while a run is under way, else empty."""
+    from autobuild_lib.benchmarks.pipeline.workunits import ShardStore
+
+    if work is None or not (root / work).is_dir():
+        return ""
+    return f" {len(ShardStore(root / work).rows()):,} of {n:,} units done in `{work}`."
+
+
 def _backbone_width() -> str:
     try:
         import torch
@@ -72,23 +94,40 @@ def _machine(m: dict) -> str:
     return f"{m.get('cpu', '?')}, {m.get('n_cpus', '?')} CPUs"
 
 
+def _design(r: dict) -> str:
+    """The mosaic counts a run labelled with (recorded since issue 15)."""
+    return f"{r['n_val']:,} / {r['n_test']:,}" if "n_val" in r else "not recorded (pilots)"
+
+
 def _stage_table(runs: list[dict]) -> str:
-    wall: dict[str, float] = {}
-    jobs: dict[str, int] = {}
-    machines: dict[str, str] = {}
+    """Wall time per stage and label configuration (validation / test mosaics), summed over its runs."""
+    wall: dict[tuple[str, str], float] = {}
+    jobs: dict[tuple[str, str], int] = {}
+    machines: dict[tuple[str, str], str] = {}
     for r in runs:
-        s = r["stage"]
-        wall[s] = wall.get(s, 0.0) + r["wall_s"]
-        jobs[s] = 1 if s == "supernet" else r.get("n_jobs", 1)   # the supernet trains in one process
-        machines[s] = _machine(r.get("machine", {}))
-        if s == "supernet" and "train_wall_s_total" in r:   # resumed training: the checkpoint's total
-            wall[s] = max(wall[s], r["train_wall_s_total"])
-    lines = ["| stage | wall time | worker processes | machine |", "|---|---|---|---|"]
+        key = (r["stage"], _design(r))
+        wall[key] = wall.get(key, 0.0) + r["wall_s"]
+        jobs[key] = 1 if r["stage"] == "supernet" else r.get("n_jobs", 1)   # the supernet trains in one process
+        machines[key] = _machine(r.get("machine", {}))
+        if r["stage"] == "supernet" and "train_wall_s_total" in r:   # resumed training: the checkpoint's total
+            wall[key] = max(wall[key], r["train_wall_s_total"])
+    lines = ["| stage | validation / test mosaics | wall time | worker processes | machine |", "|---|---|---|---|---|"]
     for s in STAGES:
-        lines.append(f"| {s} | {wall[s] / 60:.1f} min | {jobs[s]} | {machines[s]} |" if s in wall
-                     else f"| {s} | not run | | |")
-    cpu_h = sum(wall[s] * jobs.get(s, 1) for s in wall) / 3600
+        keys = [k for k in wall if k[0] == s]
+        lines += [f"| {s} | {k[1]} | {wall[k] / 60:.1f} min | {jobs[k]} | {machines[k]} |" for k in keys] or \
+            [f"| {s} | | not run | | |"]
+    cpu_h = sum(wall[k] * jobs[k] for k in wall) / 3600
     return "\n".join(lines) + f"\n\nTotal: about {cpu_h:.2f} CPU-hours (wall time x worker processes)."
+
+
+def _split_half(frame: pd.DataFrame | None) -> str:
+    """Split-half SRCC of ``pq_a`` / ``pq_b`` over the rows of ``frame``, with the Spearman-Brown
+    reliability ``2r / (1 + r)`` of the label that averages both halves, against the bar."""
+    if frame is None or not {"pq_a", "pq_b"} <= set(frame.columns) or len(frame) < 3:
+        return "not measured yet"
+    r = _spearman(frame["pq_a"], frame["pq_b"])
+    return (f"**{r:.3f}** over {len(frame)} architectures ({'meets' if r >= RELIABILITY_BAR else 'misses'} the bar "
+            f"{RELIABILITY_BAR}; Spearman-Brown reliability of the whole label {2 * r / (1 + r):.3f})")
 
 
 def _describe(frame: pd.DataFrame, cols: list[str]) -> str:
@@ -108,6 +147,9 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
     runs = _runs(root)
     cfg, recorded = _config(root)
     stored = cfg
+    work = _current(root)
+    pseudo, full, constructed = (pd.read_csv(root / f"{n}.csv") if (root / f"{n}.csv").exists() else None
+                                 for n in ("pseudo", "full", "constructed"))
     rel = _read(root / "reliability.json")
     if rel is not None and sum(rel["halves"]) != cfg.n_val:   # the labels record the validation size they used
         cfg = replace(cfg, n_val=int(sum(rel["halves"])))
@@ -127,7 +169,9 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
         "BatchNorm-calibration mosaics from the Fashion-MNIST train split minus a held-out pool of "
         f"{cfg.n_val_pool} garments; {cfg.n_val} validation mosaics from that pool (the pseudo labels; "
         f"two halves of {cfg.n_val // 2} for the reliability check); {cfg.n_test} test mosaics from the "
-        "Fashion-MNIST test split (the fully fine-tuned labels).",
+        "Fashion-MNIST test split (the fully fine-tuned labels; two halves for their reliability). Each mosaic "
+        "draws its garments with replacement from its pool, so a pool serves any number of mosaics (a garment "
+        "then appears in several).",
         "",
         f"**Model.** The Mini-OFA MBv3 supernet ({_backbone_width()}, design C weights "
         "`data/mini-ofa/pilots/C-mbv3/supernet.pt`, trained on cluttered Fashion-MNIST) as backbone and a "
@@ -139,9 +183,11 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
         "",
         "**Labels.** `pseudo.csv` (the paper's pseudo labels): each architecture's static subnet with "
         f"inherited weights, BatchNorm recalibrated on the calibration mosaics, PQ on the validation "
-        f"mosaics (`pq`, and `pq_a` / `pq_b` on its halves). `full.csv` (the paper's fully fine-tuned "
+        "mosaics (`pq`; `pq_a` / `pq_b` on its halves, `pq_things`, `miou` of the argmax semantic map and the "
+        "mean pixel cross-entropy `ce` from the same forward passes). `full.csv` (the paper's fully fine-tuned "
         f"labels): the first {n_full} architectures of `pseudo.csv`, each subnet fine-tuned alone for "
-        f"{cfg.ft_steps} steps (lr {cfg.ft_lr}), PQ on the test mosaics (`pq_full`). `flops`: OFA's count "
+        f"{cfg.ft_steps} steps (lr {cfg.ft_lr}), PQ on the test mosaics (`pq_full`, with the same further "
+        "columns on the test halves and set). `flops`: OFA's count "
         f"of conv + linear multiply-accumulates of backbone + head on one {cfg.size}x{cfg.size} mosaic, in "
         "MFLOPs of the mini model.",
         "",
@@ -186,52 +232,64 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
     else:
         parts.append("not trained yet")
     parts += ["", "## Label reliability", ""]
+    parts.append(f"Bar (`constants.RELIABILITY_BAR`): split-half SRCC of PQ >= {RELIABILITY_BAR}, for the pseudo "
+                 "labels (validation halves) and the fully fine-tuned labels (test halves).")
+    parts.append("")
     if rel is None:
-        parts.append("not measured yet.")
+        parts.append("Reliability set: not measured yet.")
     else:
         a, b = np.array(rel["pq_a"]), np.array(rel["pq_b"])
-        ok = rel["srcc_halves"] >= rel["bar"]
+        ok = rel["srcc_halves"] >= RELIABILITY_BAR
+        current = rel.get("work") is not None and rel.get("work") == work.get("pseudo")
         parts.append(
             f"{rel['n']} random architectures (seed {RELIABILITY_SEED}) pseudo-labelled; **SRCC between the PQs "
             f"of the two validation halves ({rel['halves'][0]} + {rel['halves'][1]} mosaics): "
-            f"{rel['srcc_halves']:.3f}** (bar: >= {rel['bar']}, {'met' if ok else 'NOT met'}). Mean |PQ_a - PQ_b| "
+            f"{rel['srcc_halves']:.3f}** ("
+            + (f"bar: >= {RELIABILITY_BAR}, {'met' if ok else 'NOT met'}" if current else f"bar then: >= {rel.get('bar')}")
+            + f"). Mean |PQ_a - PQ_b| "
             f"{np.abs(a - b).mean():.2f} against a PQ spread (std) of {rel['pq_std']:.2f} (mean {rel['pq_mean']:.2f}, "
-            f"range {rel['pq_range'][0]:.2f}-{rel['pq_range'][1]:.2f}); SRCC(PQ, FLOPs) {rel['srcc_pq_flops']:.3f}.")
+            f"range {rel['pq_range'][0]:.2f}-{rel['pq_range'][1]:.2f}); SRCC(PQ, FLOPs) {rel['srcc_pq_flops']:.3f}."
+            + ("" if current else " *Measured under another label configuration (shards "
+               + (f"`{rel['work']}`" if "work" in rel else "not keyed by configuration")
+               + "), so it does not count: the `reliability` stage measures it anew under the current one.*"))
+    parts += ["", f"Over all labelled architectures (from the halves): pseudo labels {_split_half(pseudo)}; fully "
+                  f"fine-tuned labels, random architectures {_split_half(full)}; constructed architectures "
+                  f"{_split_half(None if constructed is None else constructed.drop_duplicates('arch'))}."]
     curve = _read(root / "reliability-curve.json")
     if curve is not None:
         c = pd.DataFrame(curve["curve"])
         table = c.pivot(index="n_eval", columns="kind", values="srcc_mean")
         need = ", ".join(f"{k} {v:,.0f}" if np.isfinite(v) else f"{k} never (SRCC <= 0)"
-                         for k, v in curve["images_for_0.9"].items())
+                         for k, v in curve["images_for_bar"].items())
         parts += ["", f"**Reliability curve** (`reliability-curve.json`): the same {curve['n_archs']} architectures "
                       f"on {curve['n_mosaics']} further validation mosaics; mean split-half SRCC over random draws "
                       "of disjoint halves, per evaluation-set size (both halves) and label (PQ; mIoU of the "
                       "semantic map; minus the pixel cross-entropy):", "",
                   table.round(3).to_markdown(), "",
-                  f"Mosaics needed for SRCC 0.9 (Spearman-Brown from the largest size): {need}."]
+                  f"Mosaics needed for SRCC {curve.get('bar', RELIABILITY_BAR)} (Spearman-Brown from the largest "
+                  f"size): {need}."]
     parts += ["", "## Labels", ""]
-    pseudo = pd.read_csv(root / "pseudo.csv") if (root / "pseudo.csv").exists() else None
-    full = pd.read_csv(root / "full.csv") if (root / "full.csv").exists() else None
     if pseudo is not None:
         parts += [f"`pseudo.csv`: {len(pseudo)} architectures, PQ {pseudo['pq'].min():.2f}-{pseudo['pq'].max():.2f} "
                   f"(std {pseudo['pq'].std():.2f}), mean |PQ_a - PQ_b| "
                   f"{(pseudo['pq_a'] - pseudo['pq_b']).abs().mean():.2f}.", "",
-                  _describe(pseudo, ["pq", "pq_a", "pq_b", "pq_things", "flops", "eval_s"]), ""]
+                  _describe(pseudo, ["pq", "pq_a", "pq_b", "pq_things", "miou", "ce", "flops", "eval_s"]), ""]
     else:
-        unreliable = rel is not None and not rel["srcc_halves"] >= rel["bar"]
-        parts += ["`pseudo.csv` not generated: the reliability bar is not met, so the `pseudo` stage refuses to "
-                  "label (see `PILOT.md` for the designs measured and the options)." if unreliable
-                  else "`pseudo.csv` not generated yet.", ""]
+        unreliable = rel is not None and not rel["srcc_halves"] >= RELIABILITY_BAR
+        parts += [("`pseudo.csv` not generated: the reliability bar is not met, so the `pseudo` stage refuses to "
+                   "label (see `PILOT.md` for the designs measured and the options)." if unreliable
+                   else "`pseudo.csv` not generated yet.") + _progress(root, work.get("pseudo"), N_PSEUDO), ""]
     if full is not None:
         parts += [f"`full.csv`: {len(full)} architectures, PQ {full['pq_full'].min():.2f}-{full['pq_full'].max():.2f} "
                   f"(std {full['pq_full'].std():.2f}).", "",
-                  _describe(full, ["pq_full", "flops", "ft_loss_last10", "finetune_s", "eval_s"])]
-        if pseudo is not None:
-            both = full.merge(pseudo[["arch", "pq"]], on="arch")
-            parts += ["", f"SRCC(pseudo PQ, fully fine-tuned PQ) over the {len(both)} architectures with both: "
-                          f"**{_spearman(both['pq'], both['pq_full']):.3f}**."]
+                  _describe(full, ["pq_full", "pq_a", "pq_b", "pq_things", "miou", "ce", "flops", "ft_loss_last10",
+                                   "finetune_s", "eval_s"])]
     else:
-        parts.append("`full.csv` not generated yet.")
+        parts.append("`full.csv` not generated yet." + _progress(root, work.get("full"), N_FULL))
+    both = None if pseudo is None or full is None else full.merge(pseudo[["arch", "pq"]], on="arch")
+    parts += ["", "SRCC(pseudo PQ, fully fine-tuned PQ) over the architectures with both: "
+              + (f"**{_spearman(both['pq'], both['pq_full']):.3f}** ({len(both)} architectures)."
+                 if both is not None and len(both) > 2 else "not measured yet.")]
     parts += ["", "## Constructions (Fig. 6 analogue)", ""]
     con = _read(root / "construction.json")
     if (root / "constructed.csv").exists() and con is not None:
@@ -254,7 +312,10 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
                       f"torch {m['torch']}, one torch thread per worker."]
     parts += ["", "## Files", "",
               "Every file here is listed with its sha256 in `MANIFEST.json`; `load_mini_panoptic` verifies it. "
-              "`work/<pseudo|full>/shard-*.jsonl` are the finished work units the tables are merged from; "
+              "`work/<pseudo|full>-<digest>/shard-*.jsonl` are the finished work units the tables are merged from, "
+              "one folder per label configuration (its `label-config.json`: the configuration fields and the "
+              "sha256 of `supernet.pt`), so labels of another configuration are never reused; `pilots/` holds "
+              "the measurements of earlier designs (see `PILOT.md`); "
               "`module-scores.csv` holds every module's score per equation, `construction.json` the "
               "predictors' test metrics and the top modules."]
     out = root / "DATA_CARD.md"

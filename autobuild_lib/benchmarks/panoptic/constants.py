@@ -8,6 +8,9 @@ MINI_PANOPTIC_DIR = DATA_DIR / "mini-panoptic"
 BACKBONE = DATA_DIR / "mini-ofa" / "pilots" / "C-mbv3" / "supernet.pt"
 WORK_CACHE = REPO_ROOT / ".cache" / "panoptic"
 CONFIG = PanopticConfig()
+#: the reliability bar (issue 15): split-half SRCC of pseudo PQ (validation halves) on the
+#: reliability architectures; also applied to the fully fine-tuned labels (test halves)
+RELIABILITY_BAR = 0.85
 STAGES = ("supernet", "reliability", "noise", "pseudo", "full", "constructions")
 N_NOISE = 4000
 NOISE_SIZES = (500, 1000, 2000, 4000)

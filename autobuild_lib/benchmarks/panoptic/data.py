@@ -51,10 +51,10 @@ class MiniPanoptic:
     """The Sec. 5.2 / 7.7 tables: labels, reliability, constructions."""
 
     root: Path
-    pseudo: pd.DataFrame | None    # pseudo.csv: arch, pq, pq_a, pq_b, pq_things, flops, eval_s
-    full: pd.DataFrame | None      # full.csv: arch, pq_full, flops, ft_loss_last10, finetune_s, eval_s
+    pseudo: pd.DataFrame | None    # pseudo.csv: arch, pq, pq_a, pq_b, pq_things, miou, ce, flops, eval_s
+    full: pd.DataFrame | None      # full.csv: arch, pq_full, pq_a, pq_b, pq_things, miou, ce, flops, ft_loss_last10, ...
     constructed: pd.DataFrame | None  # constructed.csv: equation + the full.csv columns
-    reliability: dict              # reliability.json: n, srcc_halves, pq_a, pq_b, bar, ...
+    reliability: dict              # reliability.json: n, srcc_halves, pq_a, pq_b, bar, work (shard folder), ...
     construction: dict | None      # construction.json: equations, k, epochs, per equation metrics / top
     module_scores: pd.DataFrame | None  # module-scores.csv: unit, module, layers, hop, raw, score, equation
     trainlog: list[dict]           # supernet-trainlog.json: one row per sandwich step
@@ -81,8 +81,8 @@ def _require(root: Path, names: tuple[str, ...]) -> None:
         stages = list(dict.fromkeys(STAGE_OF[n] for n in missing))
         raise DataMissing(f"the Mini-Panoptic benchmark is incomplete in {root}: missing {', '.join(missing)} "
                           f"(stage{'s' if len(stages) > 1 else ''} {', '.join(stages)}). Restore the committed "
-                          f"files with `git checkout -- {root}` or generate them with `{REGENERATE}` (about 1.5 "
-                          "hours on a 2-core CPU, resumable; see data/mini-panoptic/DATA_CARD.md).")
+                          f"files with `git checkout -- {root}` or generate them with `{REGENERATE}` (about 8 "
+                          "CPU-hours, i.e. 4 hours on a 2-core CPU, resumable; see data/mini-panoptic/DATA_CARD.md).")
 
 
 def load_mini_panoptic(root: str | Path | None = None, verify: bool = True,

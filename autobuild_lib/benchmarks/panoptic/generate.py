@@ -11,7 +11,9 @@ labelling config in ``config.json``, the data card ``DATA_CARD.md`` and ``MANIFE
     -> ``supernet.pt`` and ``supernet-trainlog.json``.
 ``reliability``
     :data:`N_RELIABILITY` random architectures pseudo-labelled; SRCC between the PQs of the two
-    halves of the validation mosaics -> ``reliability.json`` (bar: >= 0.9).
+    halves of the validation mosaics -> ``reliability.json`` (bar: >= :data:`RELIABILITY_BAR`;
+    it names the shard folder it was measured from, so a result of another label configuration
+    never lets the ``pseudo`` stage run).
 ``noise``
     The same architectures on :data:`N_NOISE` further validation mosaics (same garment pool, other
     seed): per-image PQ counts, semantic IoU counts and pixel cross-entropy, turned into the
@@ -19,16 +21,20 @@ labelling config in ``config.json``, the data card ``DATA_CARD.md`` and ``MANIFE
     how many mosaics a reliable label would need, for PQ and two cheaper alternatives.
 ``pseudo``
     :data:`N_PSEUDO` random architectures pseudo-labelled (inherited weights + BN
-    recalibration, PQ on the validation mosaics) as work units in ``work/pseudo/``
-    -> ``pseudo.csv``.
+    recalibration; PQ, its halves, mIoU and pixel CE on the validation mosaics) as work units in
+    ``work/pseudo-<digest>/`` -> ``pseudo.csv``.
 ``full``
-    The first :data:`N_FULL` of them fine-tuned on their own (:func:`~.train.full_label`), PQ
-    on the test mosaics, in ``work/full/`` -> ``full.csv``.
+    The first :data:`N_FULL` of them fine-tuned on their own (:func:`~.train.full_label`); PQ,
+    its halves, mIoU and pixel CE on the test mosaics, in ``work/full-<digest>/`` -> ``full.csv``.
 ``constructions``
     Per label equation of :data:`EQUATIONS`: an AutoBuild predictor on the pseudo labels
     (300 epochs, as the paper's panoptic setting), module scores with the Eq. 5 shift, the
     top-:data:`K` modules per stage -> ``K ** 5`` architectures, each fine-tuned and labelled
     exactly like the full set -> ``constructed.csv``, ``module-scores.csv``, ``construction.json``.
+
+Shard folders are keyed by the label configuration (:func:`label_work`: the digest of the
+supernet's and the label kind's configuration fields and of ``supernet.pt``), so changing the
+mosaic counts, say, measures every label anew instead of reusing shards.
 
 Architectures: ``OFASpace.sample(np.random.default_rng([ARCH_SEED, i]))`` at resolution 224
 (the whole 64 px mosaic), duplicates skipped; the reliability set uses ``RELIABILITY_SEED``.
@@ -59,12 +65,15 @@ from autobuild_lib.benchmarks.panoptic.constants import (
     N_RELIABILITY,
     NOISE_SIZES,
     PREDICTOR_EPOCHS,
+    RELIABILITY_BAR,
     RELIABILITY_SEED,
     STAGES,
     WORK_CACHE,
     K,
 )
+from autobuild_lib.benchmarks.panoptic.labelkey import check_supernet, label_config, label_work
 from autobuild_lib.benchmarks.panoptic.train import (
+    LABEL_FIELDS,
     PanopticConfig,
     build_data,
     build_model,
@@ -78,7 +87,8 @@ from autobuild_lib.benchmarks.pipeline.stages import run_stages
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
 __all__ = ["MINI_PANOPTIC_DIR", "BACKBONE", "CONFIG", "STAGES", "EQUATIONS", "N_PSEUDO", "N_FULL", "K",
-           "benchmark_archs", "generate"]
+           "RELIABILITY_BAR", "benchmark_archs", "check_supernet", "label_config", "label_work", "check_reliability",
+           "generate"]
 
 def benchmark_archs(n: int = N_PSEUDO, seed: int = ARCH_SEED) -> list[str]:
     """Canonical strings of the ``n`` benchmark architectures (fixed order)."""
@@ -98,9 +108,25 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _stored_supernet(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the 'supernet' stage first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _store(root: Path, cfg: PanopticConfig, kind: str) -> ShardStore:
+    """The shard store of ``kind`` labels under ``cfg``; records :func:`label_config` in it."""
+    folder = label_work(root, cfg, kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "label-config.json").exists():
+        _atomic_text(json.dumps(label_config(root, cfg, kind), indent=1, sort_keys=True), folder / "label-config.json")
+    return ShardStore(folder)
+
+
 def _supernet(root: Path, cfg: PanopticConfig, work_dir: Path, progress: bool) -> dict:
     out = root / "supernet.pt"
     if out.exists():
+        check_supernet(_stored_supernet(out)["config"], cfg, out)
         return {"skipped": f"{out.name} exists"}
     torch.set_num_threads(1)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -122,10 +148,10 @@ def _worker_state(root: str, cfg: PanopticConfig) -> tuple:
     """Per-process cache: the fine-tuned panoptic supernet and the mosaics."""
     torch.set_num_threads(1)
     path = Path(root) / "supernet.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the 'supernet' stage first")
+    stored = _stored_supernet(path)
+    check_supernet(stored["config"], cfg, path)
     model = build_model(cfg, BACKBONE)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(stored["model"])
     return model.eval(), build_data(cfg)
 
 
@@ -143,7 +169,7 @@ def full_unit(root: str, cfg: PanopticConfig, key: str) -> dict:
 
 def _run(kind: str, keys: Sequence[str], root: Path, cfg: PanopticConfig, n_jobs: int, progress: bool) -> dict:
     fn = functools.partial(pseudo_unit if kind == "pseudo" else full_unit, str(root), cfg)
-    store = ShardStore(root / "work" / kind)
+    store = _store(root, cfg, kind)
     chunk = 20 * n_jobs if kind == "pseudo" else 2 * n_jobs
     return run_units(fn, list(keys), store, chunk=chunk, n_jobs=n_jobs, progress=progress, desc=f"panoptic {kind}",
                      on_shard=lambda _p: write_manifest(root))
@@ -155,13 +181,14 @@ def _reliability(root: Path, cfg: PanopticConfig, n_jobs: int, progress: bool) -
     out_path = root / "reliability.json"
     keys = benchmark_archs(N_RELIABILITY, RELIABILITY_SEED)
     rep = _run("pseudo", keys, root, cfg, n_jobs, progress)
-    rows = ShardStore(root / "work" / "pseudo").merged(keys)
+    work = label_work(root, cfg, "pseudo")
+    rows = ShardStore(work).merged(keys)
     a, b = np.array([r["pq_a"] for r in rows]), np.array([r["pq_b"] for r in rows])
     pq, flops = np.array([r["pq"] for r in rows]), np.array([r["flops"] for r in rows])
     out = {"n": len(keys), "halves": [cfg.n_val // 2, cfg.n_val // 2], "srcc_halves": float(spearmanr(a, b)[0]),
            "srcc_pq_flops": float(spearmanr(pq, flops)[0]), "pq_mean": float(pq.mean()), "pq_std": float(pq.std()),
            "pq_range": [float(pq.min()), float(pq.max())], "pq_a": a.round(4).tolist(), "pq_b": b.round(4).tolist(),
-           "bar": 0.9}
+           "bar": RELIABILITY_BAR, "work": work.relative_to(root).as_posix()}
     _atomic_text(json.dumps(out, indent=1), out_path)
     return {**rep, **{k: v for k, v in out.items() if not isinstance(v, list)}}
 
@@ -198,20 +225,27 @@ def _noise(root: Path, cfg: PanopticConfig, n_jobs: int, progress: bool) -> dict
     last = curve[curve["n_eval"] == max(NOISE_SIZES)].set_index("kind")["srcc_mean"]
     need = {k: spearman_brown_size(float(r), max(NOISE_SIZES)) for k, r in last.items()}
     out = {"n_archs": len(keys), "n_mosaics": N_NOISE, "curve": curve.to_dict(orient="records"),
-           "images_for_0.9": need, "eval_wall_s": round(time.perf_counter() - t0, 1)}
+           "bar": RELIABILITY_BAR, "images_for_bar": need, "eval_wall_s": round(time.perf_counter() - t0, 1)}
     _atomic_text(json.dumps(out, indent=1), out_path)
-    return {"images_for_0.9": need, "srcc_at_max": last.to_dict()}
+    return {"bar": RELIABILITY_BAR, "images_for_bar": need, "srcc_at_max": last.to_dict()}
 
 
-def check_reliability(root: Path) -> dict:
-    """The reliability result; raises ``ValueError`` when it misses the bar (issue 7: do not label noise)."""
+def check_reliability(root: Path, cfg: PanopticConfig = CONFIG) -> dict:
+    """The reliability result of the current label configuration; raises ``ValueError`` when it
+    was measured under another one (other shards) or misses :data:`RELIABILITY_BAR` (issue 7: do
+    not label noise)."""
     path = root / "reliability.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the 'reliability' stage first")
     rel = json.loads(path.read_text())
-    if not rel["srcc_halves"] >= rel["bar"]:
+    want = label_work(root, cfg, "pseudo").relative_to(root).as_posix()
+    if rel.get("work") != want:
+        raise ValueError(f"{path} was measured under another label configuration ({sum(rel['halves'])} validation "
+                         f"mosaics, shards {rel.get('work', 'not recorded')}; now {cfg.n_val} mosaics, shards {want}): "
+                         "run the 'reliability' stage first")
+    if not rel["srcc_halves"] >= RELIABILITY_BAR:
         raise ValueError(f"pseudo labels are not reliable: split-half SRCC of PQ {rel['srcc_halves']:.3f} < "
-                         f"{rel['bar']} on {rel['n']} architectures with {sum(rel['halves'])} validation mosaics "
+                         f"{RELIABILITY_BAR} on {rel['n']} architectures with {sum(rel['halves'])} validation mosaics "
                          f"(see {path.name} and reliability-curve.json). Change the design, or pass "
                          "--allow-unreliable to label anyway")
     return rel
@@ -219,13 +253,16 @@ def check_reliability(root: Path) -> dict:
 
 def _labels(kind: str, root: Path, cfg: PanopticConfig, n_jobs: int, progress: bool,
             allow_unreliable: bool = False) -> dict:
+    from scipy.stats import spearmanr
+
     if kind == "pseudo" and not allow_unreliable:
-        check_reliability(root)
+        check_reliability(root, cfg)
     keys = benchmark_archs(N_PSEUDO if kind == "pseudo" else N_FULL)
     rep = _run(kind, keys, root, cfg, n_jobs, progress)
-    frame = pd.DataFrame(ShardStore(root / "work" / kind).merged(keys))
+    frame = pd.DataFrame(ShardStore(label_work(root, cfg, kind)).merged(keys))
     _atomic_csv(frame, root / f"{kind}.csv")
-    return {**rep, "rows": len(frame)}
+    srcc = float(spearmanr(frame["pq_a"], frame["pq_b"])[0])
+    return {**rep, "rows": len(frame), "srcc_halves": srcc, "bar": RELIABILITY_BAR, "bar_met": srcc >= RELIABILITY_BAR}
 
 
 def labelled_set(root: str | Path = MINI_PANOPTIC_DIR):
@@ -263,7 +300,7 @@ def _constructions(root: Path, cfg: PanopticConfig, n_jobs: int, progress: bool,
         picks += [(eq, space.to_string(a)) for a in archs]
     keys = list(dict.fromkeys(key for _, key in picks))
     rep = _run("full", keys, root, cfg, n_jobs, progress)
-    rows = ShardStore(root / "work" / "full").rows()
+    rows = ShardStore(label_work(root, cfg, "full")).rows()
     frame = pd.DataFrame([{"equation": eq, **rows[key]} for eq, key in picks])
     _atomic_csv(pd.concat(scores, ignore_index=True), root / "module-scores.csv")
     _atomic_text(json.dumps({"equations": list(EQUATIONS), "k": k, "epochs": epochs, **info}, indent=1),
@@ -293,7 +330,13 @@ def generate(stages: Sequence[str] = STAGES, root: str | Path = MINI_PANOPTIC_DI
         "full": lambda: _labels("full", root, cfg, n_jobs, progress),
         "constructions": lambda: _constructions(root, cfg, n_jobs, progress),
     }
-    return run_stages(root, STAGES, stages, runners, n_jobs, _write_card)
+
+    def tagged(stage: str) -> dict:   # each run record names the label configuration it ran under
+        rep = runners[stage]()
+        work = {k: label_work(root, cfg, k).relative_to(root).as_posix() for k in LABEL_FIELDS}
+        return {**rep, "n_val": cfg.n_val, "n_test": cfg.n_test, "work": work}
+
+    return run_stages(root, STAGES, stages, {s: functools.partial(tagged, s) for s in runners}, n_jobs, _write_card)
 
 
 def _write_card(root: Path) -> None:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
+from autobuild_lib.benchmarks.panoptic.constants import RELIABILITY_BAR
 from autobuild_lib.benchmarks.panoptic.model import panoptic_maps
 from autobuild_lib.benchmarks.panoptic.mosaics import N_CLASSES, Mosaics, pq_counts, pq_from_counts
 
@@ -84,9 +85,10 @@ def split_half_curve(stats: Sequence[dict], sizes: Sequence[int], n_draws: int =
     return pd.DataFrame(rows)
 
 
-def spearman_brown_size(r: float, n_eval: int, target: float = 0.9) -> float:
+def spearman_brown_size(r: float, n_eval: int, target: float = RELIABILITY_BAR) -> float:
     """Images (both halves) at which split-half reliability ``r`` measured at ``n_eval`` reaches
-    ``target``, by the Spearman-Brown prophecy ``r_k = k r / (1 + (k - 1) r)``."""
+    ``target`` (default: the bar :data:`~.constants.RELIABILITY_BAR`), by the Spearman-Brown
+    prophecy ``r_k = k r / (1 + (k - 1) r)``."""
     if not 0 < r < 1:
         return float("nan") if r <= 0 else float(n_eval)
     return float(n_eval * target * (1 - r) / (r * (1 - target)))
