@@ -108,6 +108,22 @@ def test_notebooks_execute_in_smoke_profile(executed):
         assert figures, f"{nb.name} produced no figure"
 
 
+def _tables(path: Path) -> list[str]:
+    run = nbformat.read(path, 4)
+    return [o["data"]["text/html"] for c in run.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+
+
+def test_chapter_05_gives_identical_tables_when_run_again(executed, tmp_path):
+    """Determinism (issue 14): a second smoke run of chapter 05 renders the same tables and claims."""
+    nb = NOTEBOOK_DIR / "05_mbv3_pareto.ipynb"
+    execute_notebook(nb, tmp_path / nb.name, progress=False, profile="smoke")
+    first, again = _tables(executed / nb.name), _tables(tmp_path / nb.name)
+    assert first and first == again
+    claims = [(d / "claims" / "05_mbv3_pareto.csv").read_text() for d in (executed, tmp_path)]
+    assert claims[0] == claims[1]
+
+
 @pytest.fixture(scope="module")
 def released_dir(tmp_path_factory):
     from fixtures_released import README_KEYS, write_fixture_caches, write_fixture_ir_cache
