@@ -44,7 +44,6 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,12 +64,12 @@ from autobuild_lib.benchmarks.miniofa.constants import (
     load_mini_ofa,
     regenerate_command,
 )
-from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, machine_info, save_supernet, static_unit
+from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, save_supernet, static_unit
 from autobuild_lib.benchmarks.miniofa.latency_rounds import choose_protocol, rounds_store, run_rounds, summarise_rounds
 from autobuild_lib.benchmarks.miniofa.supernet import SupernetConfig, Trainer, build_data, space_of
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
-from autobuild_lib.benchmarks.pipeline.stages import log_run, now_utc
-from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, folder_lock, run_units
+from autobuild_lib.benchmarks.pipeline.stages import run_stages
+from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
 __all__ = ["DESIGNS", "FINAL_DESIGN", "EVAL_FIELDS", "design_config", "training_config", "ARCH_SEED", "STAGES", "EXCLUSIVE_STAGES", "LABEL_COLUMNS", "MINI_OFA_DIR", "benchmark_archs",
            "generate", "load_mini_ofa", "regenerate_command"]
@@ -296,49 +295,38 @@ def generate(space: str, stages: Sequence[str] = STAGES, n: int = 3000, root: st
     root.mkdir(parents=True, exist_ok=True)
     sp = space_of(space)
     keys = [sp.to_string(a) for a in benchmark_archs(space, n)]
-    report = {}
     order = STAGES[:STAGES.index("latency") + 1] + EXCLUSIVE_STAGES + STAGES[STAGES.index("latency") + 1:]
-    for stage in [s for s in order if s in stages]:
-        t0, started = time.perf_counter(), now_utc()
-        if stage == "supernet":
-            rep = _train_supernet(space, root, design, Path(work_dir), time_budget_s, progress)
-        elif stage in UNIT_COLUMNS:
-            store = ShardStore(root / "work" / space / stage)
-            if stage == "acc":
-                weights = root / f"supernet-{space}.pt"
-                if not weights.exists():
-                    raise FileNotFoundError(f"{weights} not found: run the 'supernet' stage first")
-                fn = functools.partial(acc_unit, str(weights))
-            else:
-                fn = functools.partial(static_unit if stage == "static" else latency_unit, space)
-            rep = run_units(fn, keys, store, chunk=chunk, n_jobs=n_jobs, progress=progress,
-                            desc=f"{space} {stage}", on_shard=lambda _p: _manifest(root))
-        elif stage == "reliability":
-            rep = _reliability(space, root, design, Path(work_dir), progress)
-        elif stage == "ir":
-            rep = _ir(space, keys, root)
-        elif stage == "latency_pilot":
-            rep = _latency_pilot(space, keys, root, progress)
-        elif stage == "latency_rounds":
-            rep = _latency_rounds(space, keys, root, progress)
-        elif stage == "latency_model":
-            rep = _latency_model(space, keys, root, progress)
-        elif stage == "merge":
-            rep = _merge(space, keys, root)
+
+    def units(stage: str) -> dict:
+        store = ShardStore(root / "work" / space / stage)
+        if stage == "acc":
+            weights = root / f"supernet-{space}.pt"
+            if not weights.exists():
+                raise FileNotFoundError(f"{weights} not found: run the 'supernet' stage first")
+            fn = functools.partial(acc_unit, str(weights))
         else:
-            from autobuild_lib.benchmarks.miniofa.checks import run_checks
+            fn = functools.partial(static_unit if stage == "static" else latency_unit, space)
+        return run_units(fn, keys, store, chunk=chunk, n_jobs=n_jobs, progress=progress,
+                         desc=f"{space} {stage}", on_shard=lambda _p: _manifest(root))
 
-            rep = run_checks(space, root, progress=progress)
-        wall = time.perf_counter() - t0
-        rep.update(space=space, stage=stage, n=n, design=design if isinstance(design, str) else "custom",
-                   started_utc=started, wall_s=round(wall, 2),
-                   n_jobs=n_jobs, machine=machine_info())
-        from autobuild_lib.benchmarks.miniofa.card import write_card
+    def checks() -> dict:
+        from autobuild_lib.benchmarks.miniofa.checks import run_checks
 
-        with folder_lock(root):
-            if not rep.get("skipped"):
-                log_run(root, rep)
-            write_card(root)
-            _manifest(root)
-        report[stage] = rep
-    return report
+        return run_checks(space, root, progress=progress)
+
+    runners = {
+        "supernet": lambda: _train_supernet(space, root, design, Path(work_dir), time_budget_s, progress),
+        **{s: functools.partial(units, s) for s in UNIT_COLUMNS},
+        "reliability": lambda: _reliability(space, root, design, Path(work_dir), progress),
+        "ir": lambda: _ir(space, keys, root),
+        "latency_pilot": lambda: _latency_pilot(space, keys, root, progress),
+        "latency_rounds": lambda: _latency_rounds(space, keys, root, progress),
+        "latency_model": lambda: _latency_model(space, keys, root, progress),
+        "merge": lambda: _merge(space, keys, root),
+        "checks": checks,
+    }
+    tag = dict(space=space, n=n, design=design if isinstance(design, str) else "custom")
+    from autobuild_lib.benchmarks.miniofa.card import write_card
+
+    return run_stages(root, order, stages, {s: (lambda f=f: {**f(), **tag}) for s, f in runners.items()},
+                      n_jobs, write_card, manifest=_manifest)

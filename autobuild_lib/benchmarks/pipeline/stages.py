@@ -28,10 +28,11 @@ def log_run(root: Path, record: dict) -> None:
 
 
 def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
-               n_jobs: int, write_card: Callable[[Path], object]) -> dict:
+               n_jobs: int, write_card: Callable[[Path], object],
+               manifest: Callable[[Path], object] = write_manifest) -> dict:
     """Run the requested ``stages`` in ``order`` (``runners[stage]()`` returns its report), each timed
     and logged to ``runs.jsonl`` unless it was skipped; after each, rewrite the data card and the
-    manifest.  Returns the reports by stage."""
+    manifest (``manifest(root)``).  Returns the reports by stage."""
     report = {}
     for stage in [s for s in order if s in stages]:
         t0, started = time.perf_counter(), now_utc()
@@ -42,6 +43,6 @@ def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners:
             if not rep.get("skipped"):
                 log_run(root, rep)
             write_card(root)
-            write_manifest(root)
+            manifest(root)
         report[stage] = rep
     return report
