@@ -16,22 +16,13 @@ from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
 from autobuild_lib.study.depth import depth_note, depth_srcc, table2_side_by_side
+from autobuild_lib.study.params import check_common
 
 
 def prepare(data_dir, dataset, profile, seed, seeds):
     """The two search spaces and their benchmark labels."""
     FOCUS = SPACES = n_archs = None
-    PROFILES = ("smoke", "full")
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    if dataset not in study.DATASETS:
-        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of non-negative ints, got {seeds!r}")
-    if not isinstance(data_dir, str) or not data_dir:
-        raise ValueError(f"data_dir must be a path string, got {data_dir!r}")
+    check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir)
 
     SPACES = ("mbv3", "pn")
     n_archs = 200 if profile == "smoke" else None  # None: every labelled architecture

@@ -13,37 +13,15 @@ from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
+from autobuild_lib.study.params import check_common
 
 
 def prepare(batch_size, data_dir, dataset, epochs, labels, lr, paper_check, profile, seed, seeds, spaces, srcc_tol):
     """Every hop ranks: hop-level SRCC of the graph embeddings (Fig. 2)."""
     PAPER = SCHEDULE = SPACES = n_archs = schedule = None
-    PROFILES = ("smoke", "full")
     SCHEDULE = {"smoke": dict(epochs=2, lr=1e-3, batch_size=128), "full": dict(epochs=200, lr=1e-4, batch_size=128)}  # the paper's schedule
     PAPER = dict(epochs=TrainConfig.epochs, lr=TrainConfig.lr, batch_size=TrainConfig.batch_size)  # 200, 1e-4, 128
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    if dataset not in study.DATASETS:
-        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if (
-        not isinstance(seeds, (list, tuple))
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        raise ValueError(f"seeds must be a non-empty list of non-negative ints, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {seeds!r}")
-    if not isinstance(data_dir, str) or not data_dir:
-        raise ValueError(f"data_dir must be a path string, got {data_dir!r}")
-    if (
-        not isinstance(spaces, (list, tuple))
-        or not spaces
-        or not set(spaces) <= {"mbv3", "pn"}
-        or len(set(spaces)) != len(spaces)
-    ):
-        raise ValueError(f"spaces must be a non-empty list drawn from ['mbv3', 'pn'], got {spaces!r}")
+    check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir, spaces=spaces)
     if not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) for x in labels):
         raise ValueError(f"labels must be a non-empty list of column names, got {labels!r}")
     epochs = SCHEDULE[profile]["epochs"] if epochs is None else epochs

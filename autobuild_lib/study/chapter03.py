@@ -16,8 +16,8 @@ from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.spaces import get_space
 from autobuild_lib.core.training import TrainConfig, train_predictor
 from autobuild_lib.study import claims as C
-from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
+from autobuild_lib.study.params import check_common
 
 
 def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds):
@@ -27,20 +27,7 @@ def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds):
     sns.set_theme(style="whitegrid")
     pd.set_option("display.precision", 3)
 
-    if profile not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
-    if dataset not in study.DATASETS:
-        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    if not (
-        isinstance(seeds, (list, tuple))
-        and seeds
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
-    if not isinstance(data_dir, str) or not data_dir:
-        raise ValueError(f"data_dir must be a path string, got {data_dir!r}")
+    check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir)
     if not isinstance(hop, int) or not 0 <= hop <= 4:
         raise ValueError(f"hop must be an int in 0..4 (the predictor has 4 message-passing layers), got {hop!r}")
     equation = LabelEquation.parse(label)  # raises with what is allowed when the text is not a valid equation

@@ -15,30 +15,15 @@ from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
-from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
 from autobuild_lib.study.depth import depth_note, depth_srcc, table2_side_by_side
+from autobuild_lib.study.params import check_common
 
 
 def prepare(data_dir, dataset, epochs, equations, k, predictor_cache, profile, seed, seeds, space, table2_equation):
     """Module scores: hop moments, label moments and the distribution shift (Table 2, Eq. 5, Fig. 4, Figs. 9-10)."""
     FEATURES = config = eqs = n_archs = pcache = None
-    if profile not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
-    if dataset not in study.DATASETS:
-        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
-    if space not in ("mbv3", "pn"):
-        raise ValueError(f"space must be 'mbv3' or 'pn', got {space!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not (
-        isinstance(seeds, (list, tuple))
-        and seeds
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}")
-    if not isinstance(data_dir, str) or not data_dir:
-        raise ValueError(f"data_dir must be a path string, got {data_dir!r}")
+    check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds, data_dir=data_dir)
     if not isinstance(equations, dict) or not equations:
         raise ValueError("equations must be a non-empty mapping {label equation: 'max' | 'min'}")
     bad = {e: d for e, d in equations.items() if d not in ("max", "min")}

@@ -21,6 +21,7 @@ from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
+from autobuild_lib.study.params import check_common
 
 
 def prepare(
@@ -42,16 +43,7 @@ def prepare(
 ):
     """AutoBuild-NAS: evolutionary search in the space AutoBuild builds."""
     budget = config = eqs = n_train = pcache = None
-    if dataset not in study.DATASETS:
-        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
-    if space not in ("mbv3", "pn"):
-        raise ValueError(f"space must be 'mbv3' or 'pn', got {space!r}")
-    if not isinstance(seed, int) or not (
-        isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) for s in seeds)
-    ):
-        raise ValueError(f"seed must be an int and seeds a non-empty list of ints, got {seed!r}, {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {seeds}")
+    check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds)
     if not isinstance(equations, (list, tuple)) or len(equations) < 1:
         raise ValueError("equations must be a non-empty list of label-equation strings")
     eqs = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed

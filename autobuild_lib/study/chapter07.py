@@ -21,18 +21,14 @@ from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
 from autobuild_lib.study.config import load_study_config
+from autobuild_lib.study.params import check_common
 
 
 def prepare(data_dir, dataset, equations, panoptic_dir, profile, seed):
     """Panoptic segmentation: AutoBuild on pseudo labels against the fully fine-tuned front (Sec. 5.2, 7.7; Fig. 6)."""
     NO_LABELS = con = d = eq_texts = eqs = full = labelled = n_boot = n_show = own = pseudo = released = smoke = None
     OWN = ("mini", "mini-ofa")
-    if profile not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
-    if dataset not in OWN + ("autobuild-release",):
-        raise ValueError(f"dataset must be 'mini' (or 'mini-ofa') or 'autobuild-release', got {dataset!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_common(profile=profile, dataset=dataset, datasets=OWN + ("autobuild-release",), seed=seed)
     if equations is None:
         equations = list(pgen.EQUATIONS)
     if isinstance(equations, str):

@@ -16,14 +16,12 @@ from autobuild_lib.core.spaces import get_space
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
+from autobuild_lib.study.params import check_common
 
 
 def prepare(dataset, profile):
     """Hardware-aware U-Nets: Constrained vs Unconstrained AutoBuild vs ES (Sec. 7.10, Fig. 18)."""
-    if profile not in ("smoke", "full"):
-        raise ValueError(f"profile must be 'smoke' or 'full', got {profile!r}")
-    if dataset not in study.DATASETS:
-        raise ValueError(f"dataset must be one of {list(study.DATASETS)}, got {dataset!r}")
+    check_common(profile=profile, dataset=dataset)
     if dataset == "autobuild-release":
         raise study.DataMissing(
             "the authors released no labels of their SD v1.4 U-Net variants (90 FIDs); this "
