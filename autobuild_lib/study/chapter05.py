@@ -20,21 +20,14 @@ from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import check_common, parse_equations
 
 
 def prepare(dataset, epochs, equations, k, latency_epochs, predictor_cache, profile, seed, seeds, space):
     """Building architectures from label equations: clusters against the Pareto front."""
     config = eqs = n_eval = n_train = pcache = None
     check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds)
-    if not isinstance(equations, (list, tuple)) or len(equations) < 1:
-        raise ValueError("equations must be a non-empty list of label-equation strings")
-    parsed = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
-    bad = [e.text for e in parsed if not set(e.metrics) <= {"acc", "latency_cpu"}]
-    if bad:
-        raise ValueError(f"equations may use only acc and latency_cpu here; not: {bad}")
-    if len(set(e.text for e in parsed)) != len(parsed):
-        raise ValueError("equations must be distinct")
+    parsed = parse_equations(equations)
 
     # ---- profile: full = the paper's setting; smoke = a tiny end-to-end run (construction.chapter05_settings)
     settings = construction.chapter05_settings(profile, [e.text for e in parsed], k, epochs, latency_epochs)

@@ -14,14 +14,13 @@ from IPython.display import Markdown, display
 from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build
-from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
 from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import check_common, parse_equations
 
 
 def prepare(
@@ -44,12 +43,7 @@ def prepare(
     """AutoBuild-NAS: evolutionary search in the space AutoBuild builds."""
     budget = config = eqs = n_train = pcache = None
     check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds)
-    if not isinstance(equations, (list, tuple)) or len(equations) < 1:
-        raise ValueError("equations must be a non-empty list of label-equation strings")
-    eqs = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
-    bad = [e.text for e in eqs if not set(e.metrics) <= {"acc", "latency_cpu"}]
-    if bad:
-        raise ValueError(f"equations may use only acc and latency_cpu here; not: {bad}")
+    eqs = parse_equations(equations)
     unknown = [s for s in schemes if s not in SCHEMES]
     if unknown or not schemes or len(set(schemes)) != len(schemes):
         raise ValueError(f"schemes must be distinct names from {list(SCHEMES)}, got {schemes}")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.study.data import DATASETS
 
-__all__ = ["PROFILES", "SPACES", "check_common"]
+__all__ = ["PROFILES", "SPACES", "check_common", "parse_equations"]
 
 PROFILES = ("smoke", "full")
 SPACES = ("mbv3", "pn")
@@ -43,3 +44,16 @@ def check_common(*, profile: object = _UNSET, dataset: object = _UNSET, datasets
     if spaces is not _UNSET and not (isinstance(spaces, (list, tuple)) and spaces and set(spaces) <= set(SPACES)
                                      and len(set(spaces)) == len(spaces)):
         raise ValueError(f"spaces must be a non-empty list of distinct names from {list(SPACES)}, got {spaces!r}")
+
+
+def parse_equations(equations: object, metrics: Sequence[str] = ("acc", "latency_cpu")) -> list[LabelEquation]:
+    """A non-empty list of distinct label equations over ``metrics``, parsed (paper Sec. 4: label equations)."""
+    if not isinstance(equations, (list, tuple)) or len(equations) < 1:
+        raise ValueError("equations must be a non-empty list of label-equation strings")
+    parsed = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
+    bad = [e.text for e in parsed if not set(e.metrics) <= set(metrics)]
+    if bad:
+        raise ValueError(f"equations may use only {' and '.join(metrics)} here; not: {bad}")
+    if len({e.text for e in parsed}) != len(parsed):
+        raise ValueError("equations must be distinct")
+    return parsed

@@ -27,3 +27,13 @@ def test_each_bad_parameter_gets_a_one_line_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
         check_common(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_label_equations_are_parsed_checked_and_distinct():
+    from autobuild_lib.study.params import parse_equations
+
+    assert [e.text for e in parse_equations(["acc", "acc/latency_cpu"])] == ["acc", "acc/latency_cpu"]
+    for bad, message in ((["acc", "acc"], "distinct"), ([], "non-empty"), (["acc*flops"], "may use only"),
+                         (["__import__('os')"], "")):
+        with pytest.raises(ValueError, match=message):
+            parse_equations(bad)
