@@ -1,5 +1,6 @@
 """Every notebook runs through the study's runner in the smoke profile, and the
 book renders from the executed copies."""
+import json
 import re
 import shutil
 import subprocess
@@ -176,10 +177,15 @@ def test_panoptic_chapter_without_labels_shows_the_reliability_check(tmp_path, m
     import shutil
 
     from autobuild_lib.benchmarks.panoptic.data import LABEL_FILES
+    from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
     from autobuild_lib.study.claims import load_claims
 
     root = tmp_path / "partial"
     shutil.copytree(mini_panoptic_data, root, ignore=shutil.ignore_patterns("work", *LABEL_FILES))
+    rel = json.loads((root / "reliability.json").read_text())
+    rel.pop("work", None)  # measured under an earlier label configuration, like the committed pilot record
+    (root / "reliability.json").write_text(json.dumps(rel))
+    write_manifest(root)
     monkeypatch.setenv("AUTOBUILD_MINI_PANOPTIC_DIR", str(root))
     nb = NOTEBOOK_DIR / "07_panoptic.ipynb"
     execute_notebook(nb, tmp_path / nb.name, progress=False, profile="smoke")
@@ -189,6 +195,9 @@ def test_panoptic_chapter_without_labels_shows_the_reliability_check(tmp_path, m
     assert sum("image/png" in o for o in outputs) >= 2          # the task and the reliability figures
     got = load_claims(tmp_path / "claims")
     assert len(got) == 4 and got["verdict"].str.startswith("undetermined (no labels").sum() == 3
+    # a record of an earlier configuration is shown as a pilot figure, never as the current bar
+    assert any("is not measured yet, so the bar" in o for o in outputs)
+    assert got["this study"].str.contains("pilot; the current").any()
 
 
 def test_panoptic_chapter_stops_clearly_without_its_data(tmp_path, monkeypatch):
