@@ -15,7 +15,7 @@ from autobuild_lib.core.scoring import label_moments
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
-from autobuild_lib.study.depth import depth_note, depth_srcc, table2_side_by_side
+from autobuild_lib.study.depth import depth_srcc, show_depth
 from autobuild_lib.study.params import check_common
 
 
@@ -99,10 +99,8 @@ def depth_effect(SPACES, dataset, sets):
     srccs = {sp: depth_srcc(s.archs, s.labels("acc")) for sp, s in sets.items()}
     depth["SRCC(acc, total depth)"] = depth.index.map(srccs)
     focus = "mbv3" if "mbv3" in sets else SPACES[0]  # Table 2 is MBv3
-    side = table2_side_by_side(moments[moments.space == focus].set_index(["unit", "layers"]), focus)
-    display(Markdown(f"Mean accuracy with 2 and 4 layers per unit, {focus}, this study beside Table 2:"))
-    display(side.round(2))
-    display(Markdown(depth_note(srccs, side, dataset)))
+    show_depth(srccs, moments[moments.space == focus].set_index(["unit", "layers"]), focus, dataset,
+               f"Mean accuracy with 2 and 4 layers per unit ({focus})")
     return depth
 
 

@@ -16,7 +16,7 @@ from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import paper
-from autobuild_lib.study.depth import depth_note, depth_srcc, table2_side_by_side
+from autobuild_lib.study.depth import depth_srcc, show_depth
 from autobuild_lib.study.params import check_common
 
 
@@ -126,12 +126,8 @@ def depth_against_table2(t2, dataset, ls, space, table2_equation):
     if table2_equation != "acc":
         display(Markdown(f"Table 2's label moments are accuracies; `{table2_equation}` is not compared."))
         return None
-    side = table2_side_by_side(t2.label_moments, space)
-    display(Markdown(f"Mean `acc` of the training architectures with 2 and 4 layers per unit ({space}), "
-                     "beside Table 2:"))
-    display(side.round(2))
-    display(Markdown(depth_note({space: depth_srcc(ls.archs, ls.labels("acc"))}, side, dataset)))
-    return side
+    return show_depth({space: depth_srcc(ls.archs, ls.labels("acc"))}, t2.label_moments, space, dataset,
+                      f"Mean `acc` of the training architectures with 2 and 4 layers per unit ({space})")
 
 
 def eq5_scores(t2, table2_equation):

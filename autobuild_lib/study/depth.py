@@ -17,7 +17,7 @@ from scipy.stats import spearmanr
 from autobuild_lib.core.spaces.ofa import OFAArch
 from autobuild_lib.study import paper
 
-__all__ = ["LITTLE", "depth_srcc", "table2_side_by_side", "depth_note"]
+__all__ = ["LITTLE", "depth_srcc", "table2_side_by_side", "depth_note", "show_depth"]
 
 
 def depth_srcc(archs: Sequence[OFAArch], y: np.ndarray) -> float:
@@ -79,3 +79,14 @@ def depth_note(srccs: Mapping[str, float], side: pd.DataFrame, dataset: str, lab
         parts.append(f"Depth goes with higher {label} here, as in the paper (SRCC {LITTLE} or more in at "
                      "least one space).")
     return " ".join(parts)
+
+
+def show_depth(srccs: Mapping[str, float], moments: pd.DataFrame, space: str, dataset: str, what: str) -> pd.DataFrame:
+    """Display :func:`table2_side_by_side` of ``moments`` under the heading ``what``, then :func:`depth_note`."""
+    from IPython.display import Markdown, display
+
+    side = table2_side_by_side(moments, space)
+    display(Markdown(f"{what}, this study beside Table 2:"))
+    display(side.round(2))
+    display(Markdown(depth_note(srccs, side, dataset)))
+    return side
