@@ -294,6 +294,10 @@ def test_card_reports_pilots_progress_and_blocked_status(tmp_path):
     assert "**Accuracy labelling in progress** with design Q" in card and "mbv3 1 of 3,000, pn 0 of 3,000" in card
     assert "- `mbv3`: design Q, `supernet-mbv3.pt` exported from `pilots/Q-mbv3/supernet.pt`" in card
     assert "canvas=56" in card
+    (tmp_path / "mbv3.csv").write_text(f'arch,acc,latency_cpu\n"{key}",70.0,12.0\n')
+    card = write_card(tmp_path).read_text()
+    assert "Tables finished: `mbv3.csv` (latency_cpu still from the single pass" in card
+    assert "**Accuracy labelling in progress**" in card   # pn is not finished: its progress stays in the status
 
 
 def test_latency_model_stage_trains_on_the_measured_shards(tmp_path):

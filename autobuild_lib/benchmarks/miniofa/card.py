@@ -142,18 +142,30 @@ def _status(root: Path) -> str:
 
 def _status_tables(root: Path) -> str:
     done = [s for s in SPACES if (root / f"{s}.csv").exists()]
+    finished = ""
     if done:
-        return f"Tables finished: {', '.join(f'`{s}.csv`' for s in done)}."
+        finished = "Tables finished: " + ", ".join(f"`{s}.csv` ({_latency_source(root / f'{s}.csv')})" for s in done) + "."
+        if len(done) == len(SPACES):
+            return finished
+        finished += " "
     exported = _exported(root)
     if not exported:
-        return "Generation in progress; see *Progress*."
+        return finished + "Generation in progress; see *Progress*."
     counts = ", ".join(f"{s} {len(ShardStore(root / 'work' / s / 'acc').rows()):,} of 3,000" for s in SPACES)
     bars = " / ".join(f"{v} ({s})" for s, v in ACC_SPLIT_HALF_BAR.items())
-    return (f"**Accuracy labelling in progress** with design {', '.join(sorted({r['design'] for r in exported}))} "
+    return (finished + f"**Accuracy labelling in progress** with design {', '.join(sorted({r['design'] for r in exported}))} "
             f"(exported for {', '.join(r['space'] for r in exported)}; a space's supernet is exported when its "
             f"`acc` stage starts): {counts} labels measured. Reliability bar: split-half SRCC(acc_a, acc_b) >= "
             f"{bars} over all labelled architectures. The pilots' depth bar (SRCC(acc, depth) >= 0.3) is dropped: "
             "at 48-56 px with stem stride 2 depth hardly changes accuracy; see *Accuracy labels measured so far*.")
+
+
+def _latency_source(table: Path) -> str:
+    """Where a merged table's ``latency_cpu`` comes from: the shuffled rounds, or the provisional single pass."""
+    header = table.read_text().split("\n", 1)[0].split(",")
+    if "latency_cpu_a" in header:
+        return "latency_cpu from the shuffled rounds"
+    return "latency_cpu still from the single pass; merged again when the latency rounds are done"
 
 
 def _exported(root: Path) -> list[dict]:
