@@ -144,6 +144,11 @@ def load_ir_set(dataset: str, data_dir: str | Path | None = None, n: int | None 
         for space in ("mbv3", "pn"):
             labels = load_set(dataset, space).frame.set_index("arch")
             keys, gs = read_ir_graphs(mini_ofa_dir() / f"ir-{space}.npz")
+            unlabelled = labels.index.get_indexer(keys) < 0
+            if unlabelled.any():
+                raise DataMissing(f"ir-{space}.npz holds {int(unlabelled.sum())} architectures that {space}.csv does not "
+                                  f"label: regenerate both with `python -m autobuild_lib generate mini-ofa --space {space} "
+                                  "--stages ir,merge`")
             frames.append(labels.loc[keys].reset_index().assign(space=space))
             graphs.extend(gs)
         frame = pd.concat(frames, ignore_index=True)

@@ -307,6 +307,22 @@ def test_data_missing_advises_git_only_for_committed_files(tmp_path, monkeypatch
     assert _committed(REPO / "data" / "mini-ofa", ["runs.jsonl", "never-committed.csv"]) == ["runs.jsonl"]
 
 
+def test_ir_graphs_without_labels_fail_with_one_line(tmp_path, monkeypatch):
+    import pandas as pd
+    from fixtures_miniofa import write_fixture_mini_ofa
+
+    from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
+    from autobuild_lib.study.data import DataMissing, load_ir_set
+
+    root = write_fixture_mini_ofa(tmp_path, n=12)
+    pd.read_csv(root / "pn.csv").iloc[:10].to_csv(root / "pn.csv", index=False)   # a table short of its IR graphs
+    write_manifest(root)
+    monkeypatch.setenv("AUTOBUILD_MINI_OFA_DIR", str(root))
+    with pytest.raises(DataMissing, match=r"ir-pn.npz holds 2 architectures that pn.csv does not label: "
+                                          r"regenerate both with .*--space pn --stages ir,merge"):
+        load_ir_set("mini-ofa")
+
+
 # ------------------------------------------------------------------ unpickler and parser limits
 @pytest.mark.parametrize("payload", [
     b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x19\x85R.",
