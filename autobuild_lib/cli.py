@@ -286,6 +286,9 @@ def _chapter05(args: argparse.Namespace) -> None:
             print(json.dumps({"space": space, "archs": len(out), **out["source"].value_counts().to_dict()}))
             continue
         keys = C.chapter05_archs(space, **kw)
+        if args.measure_latency:
+            print(json.dumps(C.measure_constructed_latency(space, keys, args.measure_latency)))
+            continue
         if args.list:
             sys.stdout.write("".join(f"{space}\t{k}\n" for k in keys))
             continue
@@ -315,6 +318,10 @@ def _add_chapter05(sub) -> None:
     what.add_argument("--list", action="store_true", help="print one canonical architecture string per line")
     what.add_argument("--count", action="store_true", help="print counts as JSON (default)")
     what.add_argument("--fill", action="store_true", help="evaluate every architecture not cached yet")
+    what.add_argument("--measure-latency", type=_positive, metavar="N", default=0,
+                      help="measure the latency of N evenly spaced constructed architectures outside the benchmark "
+                           "with the space's round protocol, and the latency predictor's error on them (run with "
+                           "nothing else on the machine)")
     s.set_defaults(func=_chapter05)
 def _positive(text: str) -> int:
     try:

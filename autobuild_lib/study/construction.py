@@ -44,7 +44,7 @@ __all__ = ["OBJECTIVES", "reference_point", "hypervolume_clipped",
            "front_gain_table", "SearchMetrics", "run_search_grid", "search_history", "hypervolume_summary",
            "hypervolume_curves", "seconds_per_new_arch", "resolve_eval_cache",
            "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "chapter05_settings", "chapter06_settings", "evenly_spaced",
-           "ConstructionPlan", "plan_construction", "with_predicted_latency", "chapter05_plan", "chapter05_archs", "fill_chapter05_cache",
+           "ConstructionPlan", "plan_construction", "with_predicted_latency", "chapter05_plan", "chapter05_archs", "measure_constructed_latency", "fill_chapter05_cache",
            "archs_digest"]
 
 OBJECTIVES: list[tuple[str, bool]] = [("acc", True), ("latency_cpu", False)]
@@ -476,6 +476,26 @@ def chapter05_archs(space: str, **kwargs) -> list[str]:
     (keyword arguments as :func:`chapter05_plan`; default: the full profile on Mini-OFA).
     Trains (or loads from the predictor cache) one predictor per equation."""
     return chapter05_plan(space, **kwargs).keys()
+
+
+def measure_constructed_latency(space: str, keys: Sequence[str], n: int = 100, progress: bool = True) -> dict:
+    """Measure ``n`` evenly spaced architectures of ``keys`` (chapter 05's list) that are not in the
+    benchmark table with the space's latency-round protocol, and the latency predictor's error on
+    them (:func:`~autobuild_lib.benchmarks.miniofa.latency_outside.measure_outside`; run it with
+    nothing else on the machine).  Returns the figures."""
+    from autobuild_lib.benchmarks.miniofa.constants import load_mini_ofa
+    from autobuild_lib.benchmarks.miniofa.latency_outside import measure_outside
+    from autobuild_lib.study import data as study
+
+    root = study.mini_ofa_dir()
+    known = set(load_mini_ofa(space, root)["arch"])
+    outside = [k for k in keys if k not in known]
+    if len(outside) < n:
+        raise ValueError(f"only {len(outside)} of the {len(keys)} constructed {space} architectures are outside "
+                         f"the benchmark; ask for at most that many")
+    return measure_outside(space, evenly_spaced(outside, n), root, tag="constructed",
+                           source=f"chapter 05 full profile, {n} of {len(outside)} constructed, list {archs_digest(keys)}",
+                           progress=progress)
 
 
 def fill_chapter05_cache(space: str, cache: str | Path | None = None, progress: bool = True,

@@ -87,3 +87,41 @@ def test_rounds_resume_and_feed_the_merge(tmp_path, monkeypatch):
 def test_latency_rounds_stage_needs_the_pilot(tmp_path):
     with pytest.raises(FileNotFoundError, match="latency_pilot"):
         G.generate("pn", stages=["latency_rounds"], n=3, root=tmp_path, progress=False)
+
+
+def _fake_unit(space_name, warmup, passes, key):
+    rnd, arch = key.split("/", 1)
+    ms = 5.0 + (sum(map(ord, arch)) % 97)
+    return {"unit": key, "arch": arch, "round": int(rnd), "warmup": warmup, "times_ms": [ms] * passes,
+            "build_s": 0.0, "load1": 0.1, "cpu_model": "cpu-x", "cpu_flags": "f"}
+
+
+class _Model:
+    def predict(self, archs):
+        return np.array([1.1 * (5.0 + (sum(map(ord, a)) % 97)) for a in archs])
+
+
+def test_outside_architectures_are_measured_with_the_protocol_and_scored(tmp_path, monkeypatch):
+    from autobuild_lib.benchmarks.miniofa import latency_outside as LO
+    from autobuild_lib.benchmarks.miniofa import latency_rounds as LR
+
+    monkeypatch.setattr(LR, "round_unit", _fake_unit)
+    monkeypatch.setattr(LO, "load_latency_model", lambda space, root: (_Model(), {"test_mae_ms": 1.0, "test_srcc": 0.9}))
+    keys = [G.space_of("pn").to_string(a) for a in G.benchmark_archs("pn", 12)]
+    with pytest.raises(FileNotFoundError, match="latency_pilot"):
+        LO.measure_outside("pn", keys, tmp_path, progress=False)
+    (tmp_path / "latency-protocol-pn.json").write_text(json.dumps({"rounds": 2, "passes": 3, "warmup": 0}))
+    with pytest.raises(ValueError, match="at least 10 distinct"):
+        LO.measure_outside("pn", keys[:5], tmp_path, progress=False)
+    rep = LO.measure_outside("pn", keys, tmp_path, source="test list", progress=False)
+    assert rep["n"] == 12 and rep["mape_pct"] == pytest.approx(10.0) and rep["srcc"] == pytest.approx(1.0)
+    assert rep["stage"] == "latency_constructed" and len(rounds_store(tmp_path, "pn", "latency_constructed").rows()) == 24
+    saved = json.loads((tmp_path / "latency-constructed-pn.json").read_text())
+    assert saved["archs"] == keys and saved["source"] == "test list" and len(saved["measured"]) == 12
+    assert "latency_constructed" in (tmp_path / "runs.jsonl").read_text()
+    assert "latency-constructed-pn.json" in (tmp_path / "MANIFEST.json").read_text()
+    # the space's own rounds came from another CPU model: the comparison is refused
+    other = rounds_store(tmp_path, "pn")
+    other.append([{**_fake_unit("pn", 0, 3, f"0/{keys[0]}"), "cpu_model": "cpu-y"}])
+    with pytest.raises(ValueError, match="machine model of the rounds"):
+        LO.measure_outside("pn", keys, tmp_path, progress=False)

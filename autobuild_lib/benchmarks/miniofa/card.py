@@ -16,6 +16,7 @@ import pandas as pd
 from autobuild_lib.benchmarks.miniofa.constants import (
     ACC_SPLIT_HALF_BAR,
     ARCH_SEED,
+    EXCLUSIVE_STAGES,
     MINI_OFA_DIR,
     STAGES,
     UNIT_COLUMNS,
@@ -48,7 +49,8 @@ def _walltime_table(runs: list[dict]) -> str:
         if r["stage"] == "supernet" and "train_wall_s_total" in r:  # training time lives in the checkpoint
             wall[(r["space"], r["stage"])] = r["train_wall_s_total"]
     lines = ["| stage | " + " | ".join(SPACES) + " |", "|---|" + "---|" * len(SPACES)]
-    for stage in STAGES:
+    extra = sorted({st for _, st in wall} - set(STAGES) - set(EXCLUSIVE_STAGES))
+    for stage in (*STAGES, *EXCLUSIVE_STAGES, *extra):
         cells = [f"{wall[(s, stage)] / 60:.1f} min" if (s, stage) in wall else "not run" for s in SPACES]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     total = sum(wall.values()) / 3600
@@ -124,6 +126,39 @@ def _latency_models(root: Path) -> str:
                        f"{m['train_wall_s'] / 60:.1f} min); held-out {m['n_test']}: MAE {m['test_mae_ms']:.2f} ms, "
                        f"mean |relative error| {m['test_mape_pct']:.1f} %, SRCC {m['test_srcc']:.3f}.")
     return "\n".join(out) or "- not trained yet"
+
+
+def _latency_rounds(root: Path) -> str:
+    """The repeatable latency: protocol chosen by the pilot, the rounds' figures, and the predictor's
+    error on architectures outside the benchmark (``latency-constructed-<space>.json``)."""
+    last = {(r["space"], r["stage"]): r for r in _runs(root) if r.get("stage") in EXCLUSIVE_STAGES}
+    out = []
+    for s in SPACES:
+        proto = _read(root / f"latency-protocol-{s}.json")
+        if proto is None:
+            out.append(f"- `{s}`: not measured yet (the single-pass `latency` stage stands).")
+            continue
+        p = proto["pilot"]
+        line = (f"- `{s}`: pilot of {p['rounds']} rounds x {p['passes']} passes on {p['n_archs']} architectures "
+                f"(split-half SRCC {p['srcc_halves']:.3f}) chose **{proto['rounds']} rounds x {proto['passes']} passes** "
+                f"(pilot split-half {proto['srcc_halves']:.3f}, predicted {proto['predicted_s'] / 60:.0f} min for the space; "
+                f"budget {proto['budget_s'] / 60:.0f} min). ")
+        r = last.get((s, "latency_rounds"))
+        if r is not None and "srcc_halves" in r:
+            line += (f"Rounds: {r['rounds']} x {r['n_archs']:,} architectures on {r['cpu_model']}, "
+                     f"{r['wall_s'] / 60:.0f} min; split-half SRCC(latency_cpu_a, latency_cpu_b) {r['srcc_halves']:.4f}, "
+                     f"SRCC between two rounds {r['round_srcc_mean']:.4f} on average (min {r['round_srcc_min']:.4f}); "
+                     f"{100 * r['units_loaded']:.1f} % of units timed at 1-min load > 1.5.")
+        else:
+            line += "Rounds not complete yet."
+        c = _read(root / f"latency-constructed-{s}.json")
+        if c is not None:
+            line += (f" Latency predictor on {c['n']} architectures outside the benchmark ({c['source'] or c['tag']}), "
+                     f"measured with the same protocol: MAE {c['mae_ms']:.2f} ms, mean |relative error| "
+                     f"{c['mape_pct']:.1f} %, SRCC {c['srcc']:.3f} (on the benchmark's held-out split: MAE "
+                     f"{_fmt(c['benchmark_test_mae_ms'], 2)} ms, SRCC {_fmt(c['benchmark_test_srcc'])}).")
+        out.append(line)
+    return "\n".join(out)
 
 
 def _latency_status(root: Path) -> str:
@@ -241,7 +276,7 @@ def _label_figures(root: Path) -> str:
     return (pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n\n`acc_a` / `acc_b` are the "
             "accuracies on the two stratified halves of the evaluation canvases (`acc` is their mean); the "
             "Spearman-Brown figure is the reliability of `acc` itself. `latency_cpu` here is the single-pass "
-            "measurement until the shuffled latency rounds are complete.")
+            "measurement (the `latency` stage's units); the tables' repeatable latency is under *Repeatable latency*.")
 
 
 def _speed(root: Path) -> str:
@@ -291,8 +326,11 @@ ImageNet accuracy and device latencies) rebuilt at CPU scale with every label me
   canvases, evaluated on fixed held-out canvases. Task, splits and training: `autobuild_lib/miniofa/supernet.py`.
 - `flops` (MFLOPs, OFA's count of conv + linear multiply-accumulates) and `n_params` (millions) of
   the same architecture at ImageNet scale (1000 classes, MBv3 w1.2 / PN w1.3, input 192/208/224).
-- `latency_cpu` (ms): median of 11 timed batch-1 forward passes (after 3 warm-up passes) of that
-  ImageNet-scale subnet on the machine below, 1 torch thread.
+- `latency_cpu` (ms): batch-1 forward time of that ImageNet-scale subnet on the machine below,
+  1 torch thread. Once a space's shuffled rounds are complete: the median over rounds of the
+  median over timed passes, each round visiting all architectures in a new random order
+  (`latency_cpu_a` / `_b`: the same over the even / odd rounds; see *Repeatable latency*);
+  until then the single pass, the median of 11 timed passes after 3 warm-up passes.
 - `flops_mini` (MFLOPs): the mini subnet that produced `acc`, at its mini input size.
 - `ir-<space>.npz`: op-level IR graphs (ONNX export) of the ImageNet-scale subnets.
 
@@ -315,6 +353,9 @@ Designs tried before this one: see `PILOT.md`{' (below)' if pilot.exists() else 
 
 ## Progress (finished work units)
 {_progress(root)}
+
+## Repeatable latency (shuffled rounds)
+{_latency_rounds(root)}
 
 ## Latency predictors
 {_latency_models(root)}
