@@ -138,11 +138,13 @@ def _latency_rounds(root: Path) -> str:
         if proto is None:
             out.append(f"- `{s}`: not measured yet (the single-pass `latency` stage stands).")
             continue
-        p = proto["pilot"]
-        line = (f"- `{s}`: pilot of {p['rounds']} rounds x {p['passes']} passes on {p['n_archs']} architectures "
-                f"(split-half SRCC {p['srcc_halves']:.3f}) chose **{proto['rounds']} rounds x {proto['passes']} passes** "
-                f"(pilot split-half {proto['srcc_halves']:.3f}, predicted {proto['predicted_s'] / 60:.0f} min for the space; "
-                f"budget {proto['budget_s'] / 60:.0f} min). ")
+        p = proto.get("pilot")
+        line = f"- `{s}`: **{proto['rounds']} rounds x {proto['passes']} passes**"
+        if p is not None:
+            line += (f", chosen by a pilot of {p['rounds']} rounds x {p['passes']} passes on {p['n_archs']} architectures "
+                     f"(split-half SRCC {p['srcc_halves']:.3f}; with the chosen protocol {proto['srcc_halves']:.3f}, "
+                     f"predicted {proto['predicted_s'] / 60:.0f} min for the space, budget {proto['budget_s'] / 60:.0f} min)")
+        line += ". "
         r = last.get((s, "latency_rounds"))
         if r is not None and "srcc_halves" in r:
             line += (f"Rounds: {r['rounds']} x {r['n_archs']:,} architectures on {r['cpu_model']}, "

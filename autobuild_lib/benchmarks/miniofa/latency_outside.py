@@ -29,7 +29,7 @@ from autobuild_lib.benchmarks.miniofa.latency_rounds import rounds_store, run_ro
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
 
-__all__ = ["measure_outside"]
+__all__ = ["measure_outside", "load_outside"]
 
 
 def _protocol(space: str, root: Path) -> dict:
@@ -89,3 +89,9 @@ def _measure(space: str, archs: list[str], root: Path, tag: str, source: str, pr
     tmp.write_text(json.dumps(out, indent=1) + "\n")
     os.replace(tmp, dest)
     return {k: v for k, v in out.items() if k not in ("archs", "measured", "predicted")}
+
+
+def load_outside(space: str, root: str | Path = MINI_OFA_DIR, tag: str = "constructed") -> dict | None:
+    """The record :func:`measure_outside` wrote for ``space`` (None when it has not run)."""
+    path = Path(root) / f"latency-{tag}-{space}.json"
+    return json.loads(path.read_text()) if path.exists() else None
