@@ -247,18 +247,22 @@ def training_cost(runs: pd.DataFrame, n_train: int | None = None, epochs: int | 
             "projected": per_graph_epoch * n_train * epochs * n_runs}
 
 
-def hop_srcc_claims(runs: pd.DataFrame, tol: float = 0.1) -> pd.DataFrame:
+def hop_srcc_claims(runs: pd.DataFrame, bar: float = 0.5, tol: float = 0.1) -> pd.DataFrame:
     """The Fig. 2 claims, per (space, label), checked against ``runs`` (both losses needed).
 
-    1. *With the hop-level loss every hop's norm ranks architectures well*: measured as the
-       lowest seed-mean test SRCC over hops of the AutoBuild predictors; holds when it
-       is at least the seed-mean SRCC of their own MLP head minus ``tol``.
+    1. *With the hop-level loss every hop's norm ranks architectures well* -- the paper's words are
+       "strong positive SRCC values across all hop levels".  Holds when the seed-mean test SRCC of
+       the AutoBuild predictors is at least ``bar`` at every hop (0.5: a large correlation by the
+       usual convention).  The text also reports hop 0 beside the MLP head, and the former
+       criterion (lowest hop mean >= head mean - ``tol``) with its verdict.
     2. *MSE-only embeddings do not*: per seed, the hop-averaged SRCC of AutoBuild minus that of
        MSE-only (same split); holds when the difference is positive on every seed.
 
     Columns claim / paper / this study / holds (True, False, or None where NaN SRCCs -- a
     constant norm or label on a tiny test split -- leave it undecided).
     """
+    if not 0 <= bar <= 1:
+        raise ValueError(f"bar must be in [0, 1], got {bar}")
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
     need = set(LOSSES)
@@ -273,12 +277,15 @@ def hop_srcc_claims(runs: pd.DataFrame, tol: float = 0.1) -> pd.DataFrame:
         hop_means = ab[hops].mean(axis=0, skipna=False)
         worst, head = float(hop_means.min(skipna=False)), float(ab["srcc_head"].mean(skipna=False))
         worst_hop = int(np.argmin(hop_means.to_numpy())) if np.isfinite(worst) else -1
-        ok1 = None if not (np.isfinite(worst) and np.isfinite(head)) else worst >= head - tol
+        decided = np.isfinite(worst) and np.isfinite(head)
+        ok1 = bool(worst >= bar) if decided else None
+        former = ("undecided" if not decided else "met" if worst >= head - tol else "not met")
         rows.append({
             "claim": f"{space} {label}: Eq. 4 loss, every hop norm ranks well",
-            "paper": "high SRCC at every hop m = 0..4 (Fig. 2)",
-            "this study": f"min over hops {worst:.3f} (hop {worst_hop}) vs head {head:.3f}; "
-                          f"criterion: >= head - {tol:g}",
+            "paper": "strong positive SRCC at every hop m = 0..4 (Fig. 2)",
+            "this study": f"min over hops {worst:.3f} (hop {worst_hop}); hop 0 {float(hop_means.iloc[0]):.3f} "
+                          f"vs head {head:.3f}; criterion: every hop >= {bar:g}; former criterion "
+                          f"(every hop >= head - {tol:g}): {former}",
             "holds": ok1})
         seeds = sorted(set(ab.index) & set(mse.index))
         diff = (ab.loc[seeds, hops].mean(axis=1, skipna=False) - mse.loc[seeds, hops].mean(axis=1, skipna=False))

@@ -16,9 +16,9 @@ from autobuild_lib.study import paper
 from autobuild_lib.study.params import check_common
 
 
-def prepare(batch_size, data_dir, dataset, epochs, labels, lr, paper_check, profile, seed, seeds, spaces, srcc_tol):
+def prepare(batch_size, data_dir, dataset, epochs, labels, lr, paper_check, profile, seed, seeds, spaces, srcc_tol,
+            hop_bar=0.5):
     """Every hop ranks: hop-level SRCC of the graph embeddings (Fig. 2)."""
-    PAPER = SCHEDULE = SPACES = n_archs = schedule = None
     SCHEDULE = {"smoke": dict(epochs=2, lr=1e-3, batch_size=128), "full": dict(epochs=200, lr=1e-4, batch_size=128)}  # the paper's schedule
     PAPER = dict(epochs=TrainConfig.epochs, lr=TrainConfig.lr, batch_size=TrainConfig.batch_size)  # 200, 1e-4, 128
     check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir, spaces=spaces)
@@ -35,6 +35,8 @@ def prepare(batch_size, data_dir, dataset, epochs, labels, lr, paper_check, prof
         raise ValueError(f"batch_size must be an int >= 2 or None, got {batch_size!r}")
     if not (isinstance(srcc_tol, (int, float)) and 0 <= srcc_tol <= 1):
         raise ValueError(f"srcc_tol must be a number in [0, 1], got {srcc_tol!r}")
+    if not (isinstance(hop_bar, (int, float)) and not isinstance(hop_bar, bool) and 0 <= hop_bar <= 1):
+        raise ValueError(f"hop_bar must be a number in [0, 1], got {hop_bar!r}")
     if not isinstance(paper_check, bool):
         raise ValueError(f"paper_check must be True or False, got {paper_check!r}")
 
@@ -55,7 +57,6 @@ def prepare(batch_size, data_dir, dataset, epochs, labels, lr, paper_check, prof
 
 def load_data(SPACES, data_dir, dataset, labels, n_archs, profile, seed):
     """Data."""
-    sets = None
     study.require(dataset, data_dir, spaces=SPACES)
     sets = {sp: study.load_set(dataset, sp, data_dir, n=n_archs, seed=seed) for sp in SPACES}
     if {"flops", "n_params"} & set(labels):  # absent from caches with only the README's labels: computed
@@ -79,7 +80,6 @@ def load_data(SPACES, data_dir, dataset, labels, n_archs, profile, seed):
 
 def training_budget(PAPER, SCHEDULE, SPACES, epochs, labels, schedule, seeds, sets):
     """Training budget."""
-    runs = None
     runs = pd.concat(
         [
             analysis.hop_srcc_runs(
@@ -217,10 +217,9 @@ def schedule_check(PAPER, SPACES, epochs, labels, lr, paper_check, runs, seeds, 
     return shown
 
 
-def claims(PAPER, batch_size, epochs, lr, profile, runs, schedule, seeds, srcc_tol):
+def claims(PAPER, batch_size, epochs, lr, profile, runs, schedule, seeds, srcc_tol, hop_bar=0.5):
     """Paper vs this study."""
-    claims = comparison = same_schedule = None
-    checked = analysis.hop_srcc_claims(runs, tol=srcc_tol)
+    checked = analysis.hop_srcc_claims(runs, bar=hop_bar, tol=srcc_tol)
     fig2_rows = [{**r, "verdict": C.verdict(r["holds"])} for r in checked.to_dict("records")]
     claims = C.claims_table(fig2_rows)
     same_schedule = schedule == PAPER

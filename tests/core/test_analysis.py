@@ -125,6 +125,26 @@ def test_hop_srcc_claims_checks():
         hop_srcc_claims(fake([[0.8]], [[0.1]]).query("loss == 'autobuild'"))
 
 
+def test_hop_srcc_claim_uses_the_papers_bar_and_reports_the_former_criterion():
+    def fake(ab_hops, head):
+        return pd.DataFrame([{"space": "mbv3", "label": "acc", "loss": loss, "seed": s, "srcc_head": head,
+                              **{f"srcc_h{i}": v for i, v in enumerate(ab_hops if loss == "autobuild" else [0.1, 0.1])}}
+                             for s in range(3) for loss in ("autobuild", "mse")])
+
+    # every hop >= 0.5 but far below the head: the paper's bar holds, the former criterion does not
+    out = hop_srcc_claims(fake([0.55, 0.6], head=0.9))
+    text = out["this study"].iloc[0]
+    assert out.holds.tolist()[0] is True
+    assert "hop 0 0.550 vs head 0.900" in text and "former criterion (every hop >= head - 0.1): not met" in text
+    # close to a weak head but below 0.5: the former criterion is met, the paper's bar is not
+    out = hop_srcc_claims(fake([0.45, 0.5], head=0.5))
+    assert out.holds.tolist()[0] is False
+    assert out["this study"].iloc[0].endswith("former criterion (every hop >= head - 0.1): met")
+    assert hop_srcc_claims(fake([0.45, 0.5], head=0.5), bar=0.4).holds.tolist()[0] is True
+    with pytest.raises(ValueError, match="bar must be in"):
+        hop_srcc_claims(fake([0.45, 0.5], head=0.5), bar=1.5)
+
+
 def test_hop_srcc_table_formats_mean_and_std(runs):
     wide = hop_srcc_table(runs, decimals=3)
     assert wide.columns.tolist() == ["h0", "h1", "h2", "h3", "h4", "head"]
