@@ -12,18 +12,22 @@ from IPython.display import Markdown, display
 from scipy.stats import spearmanr
 
 from autobuild_lib.core import interpret
+from autobuild_lib.core.build import train_cached
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.spaces import get_space
-from autobuild_lib.core.training import TrainConfig, train_predictor
+from autobuild_lib.core.training import TrainConfig
+from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import paper
 from autobuild_lib.study.params import check_common
 
+EPOCHS_FULL = 60  # see "Training budget"
+EPOCHS_PAPER = 200  # the paper's schedule (Sec. 7.1), trained once for one seed when paper_check is on
 
-def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds):
-    """Feature importance on op-level IR graphs (Fig. 3, Fig. 8)."""
-    SETTINGS = equation = train_seeds = None
-    EPOCHS_FULL = 60  # see "Training budget"
+
+def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds, paper_check=False, predictor_cache=""):
+    """Feature importance on op-level IR graphs (Fig. 3, Fig. 8).  Returns the profile's settings
+    (``n_graphs``, ``epochs``, ``paper_check``, ``pcache``: the predictor cache folder or None)."""
     sns.set_theme(style="whitegrid")
     pd.set_option("display.precision", 3)
 
@@ -31,6 +35,10 @@ def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds):
     if not isinstance(hop, int) or not 0 <= hop <= 4:
         raise ValueError(f"hop must be an int in 0..4 (the predictor has 4 message-passing layers), got {hop!r}")
     equation = LabelEquation.parse(label)  # raises with what is allowed when the text is not a valid equation
+    if not isinstance(paper_check, bool):
+        raise ValueError(f"paper_check must be True or False, got {paper_check!r}")
+    if not isinstance(predictor_cache, str):
+        raise ValueError(f"predictor_cache must be a folder path string ('' for none), got {predictor_cache!r}")
 
     # Paper setting: 6,000 graphs, 200 epochs (about 1 GPU-second per epoch on 3k graphs). See "Training
     # budget" below for why the full profile trains fewer epochs here.
@@ -38,35 +46,61 @@ def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds):
         "smoke": dict(n_graphs=200, epochs=3),
         "full": dict(n_graphs=None, epochs=EPOCHS_FULL),
     }[profile]
+    # the 200-epoch check is a full-profile figure: a smoke run's 200 graphs would say nothing
+    SETTINGS |= {"paper_check": paper_check and profile == "full",
+                 "pcache": (REPO_ROOT / predictor_cache) if predictor_cache else None}
     train_seeds = list(dict.fromkeys(seeds)) if repeat else [seed]
-    shown = SETTINGS | {"train_seeds": train_seeds, "label": label}
+    shown = {k: v for k, v in SETTINGS.items() if k != "pcache"} | {"train_seeds": train_seeds, "label": label}
     return SETTINGS, equation, train_seeds, shown
 
 
-def train_ir_predictor(SETTINGS, table, train_seeds, y):
-    """Training the IR predictor."""
-    main = runs = srcc = None
+def _keys(frame) -> list[str]:
+    """One key per IR graph (``space:arch``), for the predictor cache."""
+    return (frame["space"].astype(str) + ":" + frame["arch"].astype(str)).tolist()
+
+
+def _srcc_row(r) -> dict:
+    return {**{f"hop {m}": v for m, v in enumerate(r.metrics["srcc_hop"])}, "prediction": r.metrics["srcc_pred"],
+            "MAE": r.metrics["mae"]}
+
+
+def train_ir_predictor(SETTINGS, table, train_seeds, y, frame=None):
+    """Training the IR predictor (through the predictor cache when ``SETTINGS['pcache']`` is set and
+    ``frame`` names the graphs)."""
     runs = {}
+    pcache = SETTINGS.get("pcache") if frame is not None else None
+    keys = _keys(frame) if frame is not None else [str(i) for i in range(len(table))]
     for s in train_seeds:
         t0 = time.perf_counter()
-        runs[s] = train_predictor(table, y, TrainConfig(epochs=SETTINGS["epochs"], seed=s), progress=False)
-        secs = time.perf_counter() - t0
+        runs[s], info = train_cached(table, y, keys, TrainConfig(epochs=SETTINGS["epochs"], seed=s), pcache)
+        secs = info["train_s"] if info["cached"] else time.perf_counter() - t0
         print(
-            f"seed {s}: trained {SETTINGS['epochs']} epochs on {len(runs[s].train_idx)} graphs in {secs:.0f} s "
-            f"({secs / SETTINGS['epochs']:.2f} s per epoch; the paper's 200 epochs would take ~{secs / SETTINGS['epochs'] * 200 / 60:.0f} min here)"
+            f"seed {s}: {'loaded from the predictor cache, ' if info['cached'] else ''}trained {SETTINGS['epochs']} "
+            f"epochs on {len(runs[s].train_idx)} graphs in {secs:.0f} s ({secs / SETTINGS['epochs']:.2f} s per epoch; "
+            f"the paper's {EPOCHS_PAPER} epochs would take ~{secs / SETTINGS['epochs'] * EPOCHS_PAPER / 60:.0f} min here)"
         )
-    srcc = pd.DataFrame(
-        {
-            s: {
-                **{f"hop {m}": v for m, v in enumerate(r.metrics["srcc_hop"])},
-                "prediction": r.metrics["srcc_pred"],
-                "MAE": r.metrics["mae"],
-            }
-            for s, r in runs.items()
-        }
-    ).T.rename_axis("seed")
+    srcc = pd.DataFrame({s: _srcc_row(r) for s, r in runs.items()}).T.rename_axis("seed")
     main = runs[train_seeds[0]]
     return main, runs, srcc
+
+
+def paper_schedule(SETTINGS, frame, runs, table, train_seeds, y):
+    """What the paper's 200 epochs give for one seed (``train_seeds[0]``), beside this chapter's
+    shorter schedule: test SRCC per hop, of the prediction, and MAE.  Trained once through the
+    predictor cache (about 17 CPU-minutes here), loaded afterwards.  None when ``paper_check`` is off."""
+    if not SETTINGS["paper_check"]:
+        print(f"paper_check is off (or a smoke run): the {EPOCHS_PAPER}-epoch comparison is not trained")
+        return None
+    s = train_seeds[0]
+    t0 = time.perf_counter()
+    long, info = train_cached(table, y, _keys(frame), TrainConfig(epochs=EPOCHS_PAPER, seed=s), SETTINGS["pcache"])
+    secs = info["train_s"] if info["cached"] else time.perf_counter() - t0
+    print(f"seed {s}, {EPOCHS_PAPER} epochs: {'loaded from the predictor cache; ' if info['cached'] else ''}"
+          f"training took {secs / 60:.1f} min")
+    out = pd.DataFrame({f"{SETTINGS['epochs']} epochs (this chapter)": _srcc_row(runs[s]),
+                        f"{EPOCHS_PAPER} epochs (the paper's)": _srcc_row(long)}).T
+    out.loc["difference"] = out.iloc[1] - out.iloc[0]
+    return out.rename_axis(f"seed {s}")
 
 
 def ir_predictor_metrics(runs, srcc):
