@@ -21,7 +21,6 @@ from autobuild_lib.study.params import check_common
 
 def prepare(data_dir, dataset, profile, seed, seeds):
     """The two search spaces and their benchmark labels."""
-    FOCUS = SPACES = n_archs = None
     check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir)
 
     SPACES = ("mbv3", "pn")
@@ -36,7 +35,6 @@ def prepare(data_dir, dataset, profile, seed, seeds):
 
 def benchmark(FOCUS, SPACES, data_dir, dataset, n_archs, profile, seed):
     """The benchmark."""
-    frames = sets = None
     study.require(dataset, data_dir, spaces=SPACES)
     sets = {sp: study.load_set(dataset, sp, data_dir, n=n_archs, seed=seed) for sp in SPACES}
     # the authors' README names only acc and latency for the released caches: FLOPs are computed where absent
@@ -56,7 +54,6 @@ def benchmark(FOCUS, SPACES, data_dir, dataset, n_archs, profile, seed):
 
 def accuracy_latency(SPACES, sets):
     """The accuracy-latency trade-off."""
-    front_sizes = None
     fig, axes = plt.subplots(1, len(SPACES), figsize=(6 * len(SPACES), 3.8))
     front_sizes = {}
     for ax, sp in zip(np.atleast_1d(axes), SPACES):
@@ -77,7 +74,6 @@ def accuracy_latency(SPACES, sets):
 
 def depth_effect(SPACES, dataset, sets):
     """Accuracy and stage depth (label moments, Table 2)."""
-    depth = None
     moments = pd.concat(
         {sp: label_moments(s.space, s.archs, s.labels("acc")) for sp, s in sets.items()}, names=["space"]
     ).reset_index()
@@ -106,7 +102,6 @@ def depth_effect(SPACES, dataset, sets):
 
 def claims(SPACES, dataset, depth, front_sizes, n_archs, profile, sets, spaces, srcc):
     """Paper vs this study."""
-    comparison = None
     mb, pnsp = spaces["mbv3"], spaces["pn"]
     plain = [mb.n_modules(u) for u in range(mb.n_units)] + [pnsp.n_modules(u) for u in range(pnsp.n_units - 1)]
     rows = [

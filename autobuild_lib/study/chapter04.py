@@ -22,7 +22,7 @@ from autobuild_lib.study.params import check_common
 
 def prepare(data_dir, dataset, epochs, equations, k, predictor_cache, profile, seed, seeds, space, table2_equation):
     """Module scores: hop moments, label moments and the distribution shift (Table 2, Eq. 5, Fig. 4, Figs. 9-10)."""
-    FEATURES = config = eqs = n_archs = pcache = None
+    n_archs = None
     check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds, data_dir=data_dir)
     if not isinstance(equations, dict) or not equations:
         raise ValueError("equations must be a non-empty mapping {label equation: 'max' | 'min'}")
@@ -51,7 +51,6 @@ def prepare(data_dir, dataset, epochs, equations, k, predictor_cache, profile, s
 
 def train_predictors(config, epochs, eqs, ls, pcache, resolution):
     """One AutoBuild predictor per label equation."""
-    builds = None
     builds, rows = {}, []
     trained = build.build_equations(ls, list(eqs), config, resolution=resolution, cache_dir=pcache)
     for (e, direction), b in zip(eqs.items(), trained):
@@ -78,7 +77,6 @@ def train_predictors(config, epochs, eqs, ls, pcache, resolution):
 
 def table2(PAPER_HOPS, builds, table2_equation):
     """Table 2: hop moments and label moments."""
-    t2 = None
     t2 = builds[table2_equation].run
     display(
         Markdown(
@@ -166,7 +164,6 @@ def eq5_scores(t2, table2_equation):
 
 def fe_mlp_scores(FEATURES, builds, config, dataset, labels, ls, sp_schema, space, table2_equation):
     """FE-MLP scores of every feature value (Figs. 9-10)."""
-    effects = fe = init = None
     fe = interpret.fe_score_table({e: b.run.result.model for e, b in builds.items()}, FEATURES)
     effects = {
         e: interpret.value_effects(ls.graphs, labels[e], FEATURES, b.run.result.train_idx) for e, b in builds.items()

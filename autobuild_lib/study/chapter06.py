@@ -41,7 +41,6 @@ def prepare(
     space,
 ):
     """AutoBuild-NAS: evolutionary search in the space AutoBuild builds."""
-    budget = config = eqs = n_train = pcache = None
     check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds)
     eqs = parse_equations(equations)
     unknown = [s for s in schemes if s not in SCHEMES]
@@ -88,7 +87,6 @@ def prepare(
 
 def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, seeds, space):
     """Data and cost."""
-    frame = keys = l1 = ls = s_per = sp = None
     study.require(dataset, data_dir, spaces=[space])
     ls = study.load_set(dataset, space, data_dir, n=n_train, seed=seed)
     sp, frame = ls.space, ls.frame
@@ -136,7 +134,6 @@ def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, s
 
 def nas_space(config, eqs, k, ls, pcache, sp):
     """The AutoBuild-NAS space: union of the equations' top-K modules."""
-    candidates = per_eq = union_size = None
     builds = {e.text: b for e, b in zip(eqs, build.build_equations(ls, eqs, config, cache_dir=pcache))}
     per_eq = [b.top(k) for b in builds.values()]
     candidates = union_candidates(per_eq)
@@ -179,7 +176,7 @@ def evaluators(
     space,
 ):
     """How architectures are evaluated."""
-    lazy_lat = metrics = None
+    metrics = None
     lazy_lat = build.LazyLatencyPredictor(
         sp, keys, frame["latency_cpu"].to_numpy(), pcache, epochs=latency_epochs, seed=seed
     )
@@ -241,7 +238,6 @@ def searches(
     accuracy, candidates, l1, lazy_lat, metrics, n_initial, n_iterations, per_iteration, s_per, schemes, seeds, sp
 ):
     """The searches."""
-    history = names = results = None
     scheme_objs = {s: make_scheme(s, sp, candidates if s == "autobuild" else None) for s in schemes}
     names = {s: o.name for s, o in scheme_objs.items()}
     t0 = time.perf_counter()
@@ -310,7 +306,6 @@ def searches(
 
 def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space, train_front):
     """Hypervolume."""
-    curves = None
     curves = construction.hypervolume_curves(results, ref_point)
     palette = dict(zip(names.values(), sns.color_palette("tab10", len(names))))
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -363,7 +358,6 @@ def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space
 
 def hypervolume_table(curves, names):
     """Hypervolume."""
-    ab = pairs = None
     final = curves.loc[curves.groupby(["scheme", "seed"], sort=False)["iteration"].idxmax()].pivot(
         index="seed", columns="scheme", values="HV"
     )

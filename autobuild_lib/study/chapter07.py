@@ -26,7 +26,7 @@ from autobuild_lib.study.params import check_common
 
 def prepare(data_dir, dataset, equations, panoptic_dir, profile, seed):
     """Panoptic segmentation: AutoBuild on pseudo labels against the fully fine-tuned front (Sec. 5.2, 7.7; Fig. 6)."""
-    NO_LABELS = con = d = eq_texts = eqs = full = labelled = n_boot = n_show = own = pseudo = released = smoke = None
+    NO_LABELS = con = d = eq_texts = full = labelled = pseudo = released = None
     OWN = ("mini", "mini-ofa")
     check_common(profile=profile, dataset=dataset, datasets=OWN + ("autobuild-release",), seed=seed)
     if equations is None:

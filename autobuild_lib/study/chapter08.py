@@ -19,7 +19,6 @@ from autobuild_lib.study.params import check_common
 
 def prepare(dataset, n_samples, profile, sd_dir, verify_members):
     """Stable Diffusion inpainting: AutoBuild vs exhaustive search (Sec. 5.3, 7.9; Table 1, Table 3, Figs. 7, 15-17)."""
-    sp = None
     check_common(profile=profile, dataset=dataset)
     if dataset == "autobuild-release":
         raise study.DataMissing(
@@ -39,7 +38,6 @@ def prepare(dataset, n_samples, profile, sd_dir, verify_members):
 
 def reliability(d, lab):
     """Label reliability first."""
-    rel = reliable = run_diff = spread_68 = None
     rel = d.reliability
     fa, fb = np.array(rel["fid_seed_a"]), np.array(rel["fid_seed_b"])
     spread_68 = lab["fid"].max() - lab["fid"].min()
@@ -90,7 +88,6 @@ def ensemble(con, lab, seed, sp, verify_members):
 
 def table3(d):
     """Table 3 analogue: what the FE-MLP learned."""
-    fe_best = None
     fe = d.fe_scores
     best = fe.loc[fe["srcc_hop0"].idxmax(), ["seed", "fold"]]
     fe_best = fe[(fe["seed"] == best["seed"]) & (fe["fold"] == best["fold"])]
@@ -122,7 +119,6 @@ def table3(d):
 
 def constructed(d, sp):
     """The 8 constructed architectures (Figs. 15-17 analogues)."""
-    con_t = None
     con_t = d.constructed
 
     def draw(ax, arch, y, label):
@@ -154,7 +150,6 @@ def constructed(d, sp):
 
 def table1(con_t, lab, sp):
     """Table 1 analogue."""
-    groups = None
     PAPER_T1 = paper.TABLE1_FID
     groups = {
         "evaluated": lab["fid"],

@@ -33,7 +33,6 @@ def prepare(dataset, profile):
 
 def fig18(METRICS, con, d, lab):
     """Fig. 18 analogue."""
-    names = summary = None
     palette = {"autobuild": "tab:red", "unconstrained": "tab:orange", "es": "tab:blue"}
     names = {"autobuild": "AutoBuild Constrained", "unconstrained": "AutoBuild Unconstrained", "es": "ES"}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))

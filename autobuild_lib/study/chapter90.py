@@ -13,7 +13,6 @@ from autobuild_lib.study.claims import CLAIMS_ENV, load_claims
 
 def prepare(dataset, profile):
     """AutoBuild, reproduced: the paper's claims and this study's verdicts."""
-    claims = None
     claims_dir = os.environ.get(CLAIMS_ENV) or str(BOOK_DIR / "chapters" / "claims")
     claims = load_claims(claims_dir)
     chapters = sorted(claims["chapter"].unique())
