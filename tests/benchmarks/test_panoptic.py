@@ -152,8 +152,8 @@ def test_shard_folders_are_keyed_by_the_label_configuration(tmp_path):
 
 
 def test_the_pilot_reliability_check_does_not_pass_the_new_bar(tmp_path):
-    """The committed reliability.json (design B, 6,400 mosaics, 0.857 >= 0.85) predates keyed shards: refused."""
-    committed = gen.MINI_PANOPTIC_DIR / "reliability.json"
+    """The pilot's reliability.json (design B, 6,400 mosaics, 0.857 >= 0.85) predates keyed shards: refused."""
+    committed = gen.MINI_PANOPTIC_DIR / "pilots" / "B-val6400" / "reliability.json"
     if not committed.is_file():
         pytest.skip(f"{committed} not here")
     torch.save({"config": dataclasses.asdict(PanopticConfig()), "model": {}}, tmp_path / "supernet.pt")
