@@ -65,7 +65,13 @@ from autobuild_lib.benchmarks.miniofa.constants import (
     regenerate_command,
 )
 from autobuild_lib.benchmarks.miniofa.labels import acc_unit, latency_unit, save_supernet, static_unit
-from autobuild_lib.benchmarks.miniofa.latency_rounds import choose_protocol, rounds_store, run_rounds, summarise_rounds
+from autobuild_lib.benchmarks.miniofa.latency_rounds import (
+    choose_protocol,
+    load_protocol,
+    rounds_store,
+    run_rounds,
+    summarise_rounds,
+)
 from autobuild_lib.benchmarks.miniofa.supernet import SupernetConfig, Trainer, build_data, space_of
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
@@ -220,11 +226,6 @@ def _latency_model(space: str, keys: Sequence[str], root: Path, progress: bool, 
     return {k: info[k] for k in ("test_mae_ms", "test_srcc", "test_mape_pct")}
 
 
-def _latency_protocol(space: str, root: Path) -> dict | None:
-    path = root / f"latency-protocol-{space}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def _latency_pilot(space: str, keys: Sequence[str], root: Path, progress: bool) -> dict:
     p = LATENCY_PILOT
     archs = [keys[i] for i in np.random.default_rng(ARCH_SEED).permutation(len(keys))[:p["n_archs"]]]
@@ -242,7 +243,7 @@ def _latency_pilot(space: str, keys: Sequence[str], root: Path, progress: bool) 
 
 
 def _latency_rounds(space: str, keys: Sequence[str], root: Path, progress: bool) -> dict:
-    proto = _latency_protocol(space, root)
+    proto = load_protocol(space, root)
     if proto is None:
         raise FileNotFoundError(f"latency-protocol-{space}.json not found: run the 'latency_pilot' stage first")
     store = rounds_store(root, space)
@@ -254,7 +255,7 @@ def _latency_rounds(space: str, keys: Sequence[str], root: Path, progress: bool)
 def final_latency(space: str, keys: Sequence[str], root: Path) -> tuple[pd.DataFrame | None, str]:
     """``latency_cpu`` / ``_a`` / ``_b`` of ``keys`` from complete latency rounds (None while the
     rounds are incomplete or absent), and a phrase naming the source the benchmark uses."""
-    proto = _latency_protocol(space, root)
+    proto = load_protocol(space, root)
     if proto is not None:
         try:
             lat, _ = summarise_rounds(list(rounds_store(root, space).rows().values()), keys, proto["rounds"])

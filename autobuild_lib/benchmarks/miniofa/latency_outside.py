@@ -25,18 +25,11 @@ from scipy.stats import spearmanr
 
 from autobuild_lib.benchmarks.miniofa.card import write_card
 from autobuild_lib.benchmarks.miniofa.constants import MINI_OFA_DIR, load_latency_model
-from autobuild_lib.benchmarks.miniofa.latency_rounds import rounds_store, run_rounds, summarise_rounds
+from autobuild_lib.benchmarks.miniofa.latency_rounds import load_protocol, rounds_store, run_rounds, summarise_rounds
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
 
 __all__ = ["measure_outside", "load_outside"]
-
-
-def _protocol(space: str, root: Path) -> dict:
-    path = root / f"latency-protocol-{space}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path.name} not found: run the 'latency_pilot' stage of {space} first")
-    return json.loads(path.read_text())
 
 
 def _rounds_cpu(space: str, root: Path) -> str | None:
@@ -63,7 +56,9 @@ def measure_outside(space: str, archs: Sequence[str], root: str | Path = MINI_OF
 def _measure(space: str, archs: list[str], root: Path, tag: str, source: str, progress: bool) -> dict:
     if len(archs) < 10 or len(set(archs)) != len(archs):
         raise ValueError(f"need at least 10 distinct architectures, got {len(archs)} ({len(set(archs))} distinct)")
-    proto = _protocol(space, root)
+    proto = load_protocol(space, root)
+    if proto is None:
+        raise FileNotFoundError(f"latency-protocol-{space}.json not found: run the 'latency_pilot' stage of {space} first")
     store = rounds_store(root, space, f"latency_{tag}")
     t0 = time.perf_counter()
     rep = run_rounds(space, archs, store, proto["rounds"], proto["passes"], proto["warmup"], progress=progress)

@@ -18,6 +18,7 @@ number of rounds and passes from a pilot on 200 architectures so that a full spa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from scipy.stats import spearmanr
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
 __all__ = ["cpu_signature", "round_order", "unit_key", "round_unit", "run_rounds", "rounds_store",
-           "summarise_rounds", "choose_protocol", "ROUND_COLUMNS"]
+           "summarise_rounds", "choose_protocol", "load_protocol", "ROUND_COLUMNS"]
 
 #: The label columns the rounds produce.
 ROUND_COLUMNS = ("latency_cpu", "latency_cpu_a", "latency_cpu_b")
@@ -87,6 +88,12 @@ def round_unit(space_name: str, warmup: int, passes: int, key: str) -> dict:
             times.append(1000.0 * (time.perf_counter() - t))
     return {"unit": key, "arch": arch, "round": int(rnd), "warmup": warmup, "times_ms": times,
             "build_s": build_s, "load1": os.getloadavg()[0], **cpu_signature()}
+
+
+def load_protocol(space: str, root: str | Path) -> dict | None:
+    """The rounds and passes the pilot chose for ``space`` (``latency-protocol-<space>.json``), or None."""
+    path = Path(root) / f"latency-protocol-{space}.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def rounds_store(root: str | Path, space: str, folder: str = "latency_rounds") -> ShardStore:
