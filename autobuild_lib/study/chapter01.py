@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -16,47 +18,56 @@ from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
 from autobuild_lib.study.depth import depth_srcc, show_depth
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import ChapterParams
 
 
-def prepare(data_dir, dataset, profile, seed, seeds):
-    """The two search spaces and their benchmark labels."""
-    check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir)
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once; the profile resolved (smoke: 200 architectures per space)."""
 
-    SPACES = ("mbv3", "pn")
-    n_archs = 200 if profile == "smoke" else None  # None: every labelled architecture
-    FOCUS = ["acc", "latency_cpu", "flops"]  # the labels the paper's predictors are trained on
+    seed: int
+    seeds: list[int]
+    data_dir: str
+    SPACES: tuple[str, ...] = field(init=False, default=("mbv3", "pn"))
+    FOCUS: tuple[str, ...] = field(init=False, default=("acc", "latency_cpu", "flops"))  # the paper's labels
+    n_archs: int | None = field(init=False, default=None)  # None: every labelled architecture
+
+    def resolve(self) -> None:
+        self._set(n_archs=200 if self.smoke else None)
+
+
+def style() -> None:
+    """Plot theme and table formats of this chapter."""
     sns.set_theme(style="whitegrid")
     pd.set_option("display.precision", 3)
     pd.set_option("display.float_format", lambda v: f"{v:,.3f}")
     pd.set_option("display.max_colwidth", None)
-    return FOCUS, SPACES, n_archs
 
 
-def benchmark(FOCUS, SPACES, data_dir, dataset, n_archs, profile, seed):
+def benchmark(p: Params):
     """The benchmark."""
-    study.require(dataset, data_dir, spaces=SPACES)
-    sets = {sp: study.load_set(dataset, sp, data_dir, n=n_archs, seed=seed) for sp in SPACES}
+    study.require(p.dataset, p.data_dir, spaces=p.SPACES)
+    sets = {sp: study.load_set(p.dataset, sp, p.data_dir, n=p.n_archs, seed=p.seed) for sp in p.SPACES}
     # the authors' README names only acc and latency for the released caches: FLOPs are computed where absent
     for note in [released_flops.fill_static(s.frame, sp) for sp, s in sets.items()]:
         if note:
             print(note)
     frames = pd.concat([s.frame.assign(space=sp) for sp, s in sets.items()], ignore_index=True)
-    missing = [c for c in FOCUS if c not in frames.columns]
+    missing = [c for c in p.FOCUS if c not in frames.columns]
     if missing:
-        raise ValueError(f"the {dataset} tables lack the label columns {missing}")
+        raise ValueError(f"the {p.dataset} tables lack the label columns {missing}")
     print(
-        f"dataset {dataset!r}, profile {profile!r}: "
+        f"dataset {p.dataset!r}, profile {p.profile!r}: "
         + ", ".join(f"{sp} {len(s.frame)} architectures" for sp, s in sets.items())
     )
     return frames, sets
 
 
-def accuracy_latency(SPACES, sets):
+def accuracy_latency(p: Params, sets):
     """The accuracy-latency trade-off."""
-    fig, axes = plt.subplots(1, len(SPACES), figsize=(6 * len(SPACES), 3.8))
+    fig, axes = plt.subplots(1, len(p.SPACES), figsize=(6 * len(p.SPACES), 3.8))
     front_sizes = {}
-    for ax, sp in zip(np.atleast_1d(axes), SPACES):
+    for ax, sp in zip(np.atleast_1d(axes), p.SPACES):
         f = sets[sp].frame
         mask = pareto_mask(f[["acc", "latency_cpu"]].to_numpy(), maximize=[True, False])
         front_sizes[sp] = int(mask.sum())
@@ -72,13 +83,13 @@ def accuracy_latency(SPACES, sets):
     return front_sizes
 
 
-def depth_effect(SPACES, dataset, sets):
+def depth_effect(p: Params, sets):
     """Accuracy and stage depth (label moments, Table 2)."""
     moments = pd.concat(
         {sp: label_moments(s.space, s.archs, s.labels("acc")) for sp, s in sets.items()}, names=["space"]
     ).reset_index()
-    fig, axes = plt.subplots(1, len(SPACES), figsize=(6 * len(SPACES), 3.6), sharey=True)
-    for ax, sp in zip(axes, SPACES):
+    fig, axes = plt.subplots(1, len(p.SPACES), figsize=(6 * len(p.SPACES), 3.6), sharey=True)
+    for ax, sp in zip(axes, p.SPACES):
         m = moments[moments.space == sp]
         for ln, g in m.groupby("layers"):
             ax.errorbar(g["unit"] + 0.12 * (ln - 3), g["mu"], yerr=g["sigma"], fmt="o", capsize=3, label=f"{ln} layers")
@@ -94,13 +105,13 @@ def depth_effect(SPACES, dataset, sets):
     ).droplevel(1)
     srccs = {sp: depth_srcc(s.archs, s.labels("acc")) for sp, s in sets.items()}
     depth["SRCC(acc, total depth)"] = depth.index.map(srccs)
-    focus = "mbv3" if "mbv3" in sets else SPACES[0]  # Table 2 is MBv3
-    show_depth(srccs, moments[moments.space == focus].set_index(["unit", "layers"]), focus, dataset,
+    focus = "mbv3" if "mbv3" in sets else p.SPACES[0]  # Table 2 is MBv3
+    show_depth(srccs, moments[moments.space == focus].set_index(["unit", "layers"]), focus, p.dataset,
                f"Mean accuracy with 2 and 4 layers per unit ({focus})")
     return depth
 
 
-def claims(SPACES, dataset, depth, front_sizes, n_archs, profile, sets, spaces, srcc):
+def claims(p: Params, depth, front_sizes, sets, spaces, srcc):
     """Paper vs this study."""
     mb, pnsp = spaces["mbv3"], spaces["pn"]
     plain = [mb.n_modules(u) for u in range(mb.n_units)] + [pnsp.n_modules(u) for u in range(pnsp.n_units - 1)]
@@ -135,15 +146,15 @@ def claims(SPACES, dataset, depth, front_sizes, n_archs, profile, sets, spaces, 
             {
                 "claim": f"{sp}: labelled architectures to train on",
                 "paper": f"~{paper.ARCHS_PER_SPACE:,} per space",
-                "this study": f"{len(s.frame):,} ({profile} profile)",
+                "this study": f"{len(s.frame):,} ({p.profile} profile)",
                 "verdict": C.verdict_close(len(s.frame), paper.ARCHS_PER_SPACE, 0.1)
-                if n_archs is None
+                if p.n_archs is None
                 else C.not_comparable("the smoke profile loads a subset"),
             }
         )
     acc = sets["mbv3"].frame["acc"]
     mu, sd = paper.TABLE2_L2
-    if dataset == "autobuild-release":
+    if p.dataset == "autobuild-release":
         acc_verdict = C.verdict(abs(acc.mean() - mu) <= 1.0 and sd / 2 <= acc.std() <= 2 * sd)
     else:
         acc_verdict = C.not_comparable("Mini-OFA accuracy is not ImageNet accuracy")
@@ -166,7 +177,7 @@ def claims(SPACES, dataset, depth, front_sizes, n_archs, profile, sets, spaces, 
             "verdict": C.verdict(None if d["gain"].isna().any() else bool((d["gain"] > 0).all())),
         }
     )
-    for sp in SPACES:
+    for sp in p.SPACES:
         r = srcc[sp].loc["acc", "latency_cpu"]
         rows.append(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,42 +17,59 @@ from autobuild_lib.core.build import train_cached
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.spaces import get_space
 from autobuild_lib.core.training import TrainConfig
-from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
-from autobuild_lib.study import paper
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study import construction, paper
+from autobuild_lib.study.params import ChapterParams, check_bool, is_int
 
 EPOCHS_FULL = 60  # see "Training budget"
 EPOCHS_PAPER = 200  # the paper's schedule (Sec. 7.1), trained once for one seed when paper_check is on
 
 
-def prepare(data_dir, dataset, hop, label, profile, repeat, seed, seeds, paper_check=False, predictor_cache=""):
-    """Feature importance on op-level IR graphs (Fig. 3, Fig. 8).  Returns the profile's settings
-    (``n_graphs``, ``epochs``, ``paper_check``, ``pcache``: the predictor cache folder or None)."""
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once, and the profile's settings (``SETTINGS``: ``n_graphs``,
+    ``epochs``, ``paper_check``, ``pcache``: the predictor cache folder or None)."""
+
+    seed: int
+    seeds: list[int]
+    repeat: bool
+    data_dir: str
+    label: str
+    hop: int
+    paper_check: bool = False
+    predictor_cache: str = ""
+    SETTINGS: dict = field(init=False, default_factory=dict)
+    equation: LabelEquation | None = field(init=False, default=None)
+    train_seeds: list[int] = field(init=False, default_factory=list)
+
+    def resolve(self) -> None:
+        if not is_int(self.hop) or not 0 <= self.hop <= 4:
+            raise ValueError(f"hop must be an int in 0..4 (the predictor has 4 message-passing layers), got {self.hop!r}")
+        equation = LabelEquation.parse(self.label)  # raises with what is allowed when the text is not an equation
+        check_bool("repeat", self.repeat)
+        check_bool("paper_check", self.paper_check)
+        if not isinstance(self.predictor_cache, str):
+            raise ValueError("predictor_cache must be a folder path string ('' for none), "
+                             f"got {self.predictor_cache!r}")
+        # Paper setting: 6,000 graphs, 200 epochs (about 1 GPU-second per epoch on 3k graphs). See "Training
+        # budget" in the notebook for why the full profile trains fewer epochs here.
+        settings = {"smoke": dict(n_graphs=200, epochs=3), "full": dict(n_graphs=None, epochs=EPOCHS_FULL)}[self.profile]
+        # the 200-epoch check is a full-profile figure: a smoke run's 200 graphs would say nothing
+        settings |= {"paper_check": self.paper_check and self.profile == "full",
+                     "pcache": construction.resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset)}
+        self._set(SETTINGS=settings, equation=equation,
+                  train_seeds=list(dict.fromkeys(self.seeds)) if self.repeat else [self.seed])
+
+    def shown(self) -> dict:
+        """The resolved settings, for the notebook to show."""
+        return ({k: v for k, v in self.SETTINGS.items() if k != "pcache"}
+                | {"train_seeds": self.train_seeds, "label": self.label})
+
+
+def style() -> None:
+    """Plot theme and table formats of this chapter."""
     sns.set_theme(style="whitegrid")
     pd.set_option("display.precision", 3)
-
-    check_common(profile=profile, dataset=dataset, seed=seed, seeds=seeds, data_dir=data_dir)
-    if not isinstance(hop, int) or not 0 <= hop <= 4:
-        raise ValueError(f"hop must be an int in 0..4 (the predictor has 4 message-passing layers), got {hop!r}")
-    equation = LabelEquation.parse(label)  # raises with what is allowed when the text is not a valid equation
-    if not isinstance(paper_check, bool):
-        raise ValueError(f"paper_check must be True or False, got {paper_check!r}")
-    if not isinstance(predictor_cache, str):
-        raise ValueError(f"predictor_cache must be a folder path string ('' for none), got {predictor_cache!r}")
-
-    # Paper setting: 6,000 graphs, 200 epochs (about 1 GPU-second per epoch on 3k graphs). See "Training
-    # budget" below for why the full profile trains fewer epochs here.
-    SETTINGS = {
-        "smoke": dict(n_graphs=200, epochs=3),
-        "full": dict(n_graphs=None, epochs=EPOCHS_FULL),
-    }[profile]
-    # the 200-epoch check is a full-profile figure: a smoke run's 200 graphs would say nothing
-    SETTINGS |= {"paper_check": paper_check and profile == "full",
-                 "pcache": (REPO_ROOT / predictor_cache) if predictor_cache else None}
-    train_seeds = list(dict.fromkeys(seeds)) if repeat else [seed]
-    shown = {k: v for k, v in SETTINGS.items() if k != "pcache"} | {"train_seeds": train_seeds, "label": label}
-    return SETTINGS, equation, train_seeds, shown
 
 
 def _keys(frame) -> list[str]:
@@ -64,40 +82,40 @@ def _srcc_row(r) -> dict:
             "MAE": r.metrics["mae"]}
 
 
-def train_ir_predictor(SETTINGS, table, train_seeds, y, frame=None):
+def train_ir_predictor(p: Params, table, y, frame=None):
     """Training the IR predictor (through the predictor cache when ``SETTINGS['pcache']`` is set and
     ``frame`` names the graphs)."""
     runs = {}
-    pcache = SETTINGS.get("pcache") if frame is not None else None
+    pcache = p.SETTINGS.get("pcache") if frame is not None else None
     keys = _keys(frame) if frame is not None else [str(i) for i in range(len(table))]
-    for s in train_seeds:
+    for s in p.train_seeds:
         t0 = time.perf_counter()
-        runs[s], info = train_cached(table, y, keys, TrainConfig(epochs=SETTINGS["epochs"], seed=s), pcache)
+        runs[s], info = train_cached(table, y, keys, TrainConfig(epochs=p.SETTINGS["epochs"], seed=s), pcache)
         secs = info["train_s"] if info["cached"] else time.perf_counter() - t0
         print(
-            f"seed {s}: {'loaded from the predictor cache, ' if info['cached'] else ''}trained {SETTINGS['epochs']} "
-            f"epochs on {len(runs[s].train_idx)} graphs in {secs:.0f} s ({secs / SETTINGS['epochs']:.2f} s per epoch; "
-            f"the paper's {EPOCHS_PAPER} epochs would take ~{secs / SETTINGS['epochs'] * EPOCHS_PAPER / 60:.0f} min here)"
+            f"seed {s}: {'loaded from the predictor cache, ' if info['cached'] else ''}trained {p.SETTINGS['epochs']} "
+            f"epochs on {len(runs[s].train_idx)} graphs in {secs:.0f} s ({secs / p.SETTINGS['epochs']:.2f} s per epoch; "
+            f"the paper's {EPOCHS_PAPER} epochs would take ~{secs / p.SETTINGS['epochs'] * EPOCHS_PAPER / 60:.0f} min here)"
         )
     srcc = pd.DataFrame({s: _srcc_row(r) for s, r in runs.items()}).T.rename_axis("seed")
-    main = runs[train_seeds[0]]
+    main = runs[p.train_seeds[0]]
     return main, runs, srcc
 
 
-def paper_schedule(SETTINGS, frame, runs, table, train_seeds, y):
+def paper_schedule(p: Params, frame, runs, table, y):
     """What the paper's 200 epochs give for one seed (``train_seeds[0]``), beside this chapter's
     shorter schedule: test SRCC per hop, of the prediction, and MAE.  Trained once through the
     predictor cache (about 17 CPU-minutes here), loaded afterwards.  None when ``paper_check`` is off."""
-    if not SETTINGS["paper_check"]:
+    if not p.SETTINGS["paper_check"]:
         print(f"paper_check is off (or a smoke run): the {EPOCHS_PAPER}-epoch comparison is not trained")
         return None
-    s = train_seeds[0]
+    s = p.train_seeds[0]
     t0 = time.perf_counter()
-    long, info = train_cached(table, y, _keys(frame), TrainConfig(epochs=EPOCHS_PAPER, seed=s), SETTINGS["pcache"])
+    long, info = train_cached(table, y, _keys(frame), TrainConfig(epochs=EPOCHS_PAPER, seed=s), p.SETTINGS["pcache"])
     secs = info["train_s"] if info["cached"] else time.perf_counter() - t0
     print(f"seed {s}, {EPOCHS_PAPER} epochs: {'loaded from the predictor cache; ' if info['cached'] else ''}"
           f"training took {secs / 60:.1f} min")
-    out = pd.DataFrame({f"{SETTINGS['epochs']} epochs (this chapter)": _srcc_row(runs[s]),
+    out = pd.DataFrame({f"{p.SETTINGS['epochs']} epochs (this chapter)": _srcc_row(runs[s]),
                         f"{EPOCHS_PAPER} epochs (the paper's)": _srcc_row(long)}).T
     out.loc["difference"] = out.iloc[1] - out.iloc[0]
     return out.rename_axis(f"seed {s}")
@@ -168,7 +186,7 @@ def op_type_scores(main, runs, table, usage, y):
     return op_table
 
 
-def top_subgraphs(dataset, frame, hop, main, table):
+def top_subgraphs(p: Params, frame, main, table):
     """The highest-scoring 4-hop subgraph (Fig. 8)."""
     best = described = None
 
@@ -176,7 +194,7 @@ def top_subgraphs(dataset, frame, hop, main, table):
         nodes = interpret.ir_nodes(table, sub.graph)
         row = frame.iloc[sub.graph]
         pos = None
-        if row["family"] in ("mbv3", "pn") and dataset == "mini-ofa":
+        if row["family"] in ("mbv3", "pn") and p.dataset == "mini-ofa":
             space = get_space(row["family"])
             pos = interpret.ir_positions(space, space.from_string(row["arch"]), len(nodes), nodes["op"].tolist())
         root = nodes.iloc[sub.root]
@@ -199,10 +217,10 @@ def top_subgraphs(dataset, frame, hop, main, table):
         extra = {v: f"s{pos['stage'][v]} e{pos['e'][v]}" for v in sub.nodes} if pos is not None else None
         return info, nodes, extra
 
-    best = {"all": interpret.best_subgraph(main.model, table, hop)}
+    best = {"all": interpret.best_subgraph(main.model, table, p.hop)}
     for fam in ("mbv3", "pn"):
         idx = np.flatnonzero(frame["family"].to_numpy() == fam)
-        sub = interpret.best_subgraph(main.model, table, hop, idx=idx) if len(idx) else None
+        sub = interpret.best_subgraph(main.model, table, p.hop, idx=idx) if len(idx) else None
         if sub is not None and (sub.graph, sub.root) != (best["all"].graph, best["all"].root):
             best[fam] = sub  # the overall best is also its family's best: not repeated
     described = {k: describe(sub) for k, sub in best.items()}
@@ -210,15 +228,15 @@ def top_subgraphs(dataset, frame, hop, main, table):
     return best, described, shown
 
 
-def top_subgraphs_table(frame, hop, main, table):
+def top_subgraphs_table(p: Params, frame, main, table):
     """The highest-scoring 4-hop subgraph (Fig. 8)."""
-    norms, owner, local = interpret.node_norms(main.model, table, hop)
+    norms, owner, local = interpret.node_norms(main.model, table, p.hop)
     ops_flat = np.array(table.schema.categorical[0].values)[table.x_cat[:, 0].numpy()]
     root_ops = pd.DataFrame({"op": ops_flat, "score": norms, "family": frame["family"].to_numpy()[owner]})
     order = root_ops.groupby("op")["score"].median().sort_values(ascending=False).index
     fig, ax = plt.subplots(figsize=(9, 3.6))
     sns.boxplot(root_ops, x="op", y="score", hue="family", order=order, fliersize=1, ax=ax)
-    ax.set(ylabel=f"||h_v^{hop}||_1", title=f"{hop}-hop subgraph scores by root op")
+    ax.set(ylabel=f"||h_v^{p.hop}||_1", title=f"{p.hop}-hop subgraph scores by root op")
     ax.tick_params(axis="x", rotation=45)
     plt.tight_layout()
     plt.show()
@@ -226,7 +244,7 @@ def top_subgraphs_table(frame, hop, main, table):
     return shown
 
 
-def claims(SETTINGS, dataset, described, frame, hop, op_table, profile, runs, srcc, t_start, train_seeds, usage):
+def claims(p: Params, described, frame, op_table, runs, srcc, t_start, usage):
     """Paper vs this study."""
     comparison = None
     hop0 = float(srcc["hop 0"].mean())
@@ -272,25 +290,25 @@ def claims(SETTINGS, dataset, described, frame, hop, op_table, profile, runs, sr
             C.verdict(pn_only_clip if have_fams else None),
         ),
         (
-            f"best {hop}-hop subgraph: root op",
+            f"best {p.hop}-hop subgraph: root op",
             "pointwise Conv",
             info["root op"],
             C.verdict(info["root op"] == "pointwise"),
         ),
         (
-            f"best {hop}-hop subgraph: root's layer expansion e",
+            f"best {p.hop}-hop subgraph: root's layer expansion e",
             "6",
             "n/a" if not np.isfinite(e_root) else f"{e_root:.2f}",
             C.verdict(None if not np.isfinite(e_root) else bool(abs(e_root - 6) < 0.25)),
         ),
         (
-            f"best {hop}-hop subgraph: root stage",
+            f"best {p.hop}-hop subgraph: root stage",
             "4",
             "n/a" if not np.isfinite(info["root stage"]) else str(int(info["root stage"])),
             C.verdict(None if not np.isfinite(info["root stage"]) else int(info["root stage"]) == 4),
         ),
         (
-            f"best {hop}-hop subgraph spans a chain of Adds",
+            f"best {p.hop}-hop subgraph spans a chain of Adds",
             ">= 2 residual Adds in a row",
             f"{info['longest residual-Add chain']} in a row ({info['Adds (any)']} Adds in all)",
             C.verdict(info["longest residual-Add chain"] >= 2),
@@ -310,20 +328,20 @@ def claims(SETTINGS, dataset, described, frame, hop, op_table, profile, runs, sr
             C.verdict(None if not np.isfinite(score_effect) else bool(score_effect > 0)),
         )
     )
-    comparison = C.claims_table([dict(zip(C.COLUMNS, r)) for r in rows], smoke=profile == "smoke")
+    comparison = C.claims_table([dict(zip(C.COLUMNS, r)) for r in rows], smoke=p.profile == "smoke")
     C.record_claims(comparison, "03_ir_feature_importance")  # for the verdict page (autobuild_lib.study.claims)
     pd.set_option("display.max_colwidth", None)
     print(
-        f"dataset={dataset}, profile={profile}, graphs={len(frame)}, epochs={SETTINGS['epochs']}, seeds={train_seeds}, "
+        f"dataset={p.dataset}, profile={p.profile}, graphs={len(frame)}, epochs={p.SETTINGS['epochs']}, seeds={p.train_seeds}, "
         f"wall time {time.perf_counter() - t_start:.0f} s"
     )
     return comparison
 
 
-def disagreements(comparison, dataset, op_table, profile):
+def disagreements(p: Params, comparison, op_table):
     """Paper vs this study."""
 
-    ON_MINI = dataset == "mini-ofa"
+    ON_MINI = p.dataset == "mini-ofa"
     # Most specific keys first: a row takes the first key its claim contains.
     REASONS = {
         "study check": "FE-MLP outputs pass through abs(): an op can score high while its share goes against the label, "
@@ -373,9 +391,9 @@ def disagreements(comparison, dataset, op_table, profile):
         if rel_move < 0.1
         else "the op ranking is learned, not the random start."
     )
-    if profile == "smoke":
+    if p.profile == "smoke":
         head += " This is a smoke run (a few epochs on a small subset): none of it is evidence."
-    if dataset == "autobuild-release":
+    if p.dataset == "autobuild-release":
         head += (
             " On the authors' released IR cache the graphs were exported by the authors, not rebuilt here, so the "
             "stage of a node is unknown and that row reads undetermined."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,52 +15,72 @@ from IPython.display import Markdown, display
 from autobuild_lib.core import build, interpret
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.training import TrainConfig
-from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
-from autobuild_lib.study import paper
+from autobuild_lib.study import construction, paper
 from autobuild_lib.study.depth import depth_srcc, show_depth
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import ChapterParams, check_int
+
+#: The OFA node features of Figs. 9-10.
+FEATURES = ("stage", "layer", "expansion", "kernel", "resolution")
 
 
-def prepare(data_dir, dataset, epochs, equations, k, predictor_cache, profile, seed, seeds, space, table2_equation):
-    """Module scores: hop moments, label moments and the distribution shift (Table 2, Eq. 5, Fig. 4, Figs. 9-10)."""
-    n_archs = None
-    check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds, data_dir=data_dir)
-    if not isinstance(equations, dict) or not equations:
-        raise ValueError("equations must be a non-empty mapping {label equation: 'max' | 'min'}")
-    bad = {e: d for e, d in equations.items() if d not in ("max", "min")}
-    if bad:
-        raise ValueError(f"every equation needs direction 'max' or 'min'; got {bad}")
-    eqs = {LabelEquation.parse(e).text: d for e, d in equations.items()}  # raises naming what is not allowed
-    table2_equation = LabelEquation.parse(table2_equation).text
-    if table2_equation not in eqs:
-        raise ValueError(f"table2_equation {table2_equation!r} must be one of the equations {list(eqs)}")
-    for name, v in (("epochs", epochs), ("k", k)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once; the profile resolved (smoke: 120 architectures, at most
+    3 epochs; full: the paper's recipe on every labelled architecture)."""
 
-    # ---- profile: full = the paper's training recipe on every labelled architecture; smoke = tiny end-to-end run
-    if profile == "smoke":
-        n_archs, epochs = 120, min(epochs, 3)
-    else:
-        n_archs = None
-    config = TrainConfig(epochs=epochs, seed=seed)
-    pcache = (REPO_ROOT / predictor_cache) if predictor_cache else None
-    FEATURES = ["stage", "layer", "expansion", "kernel", "resolution"]  # the OFA node features of Figs. 9-10
-    print(f"profile={profile}  dataset={dataset}  space={space}  epochs={epochs}  seed={seed}  equations={eqs}")
-    return FEATURES, config, epochs, eqs, n_archs, pcache, table2_equation
+    seed: int
+    seeds: list[int]
+    data_dir: str
+    space: str
+    equations: dict[str, str]
+    table2_equation: str
+    epochs: int
+    resolution: int
+    k: int
+    predictor_cache: str
+    eqs: dict[str, str] = field(init=False, default_factory=dict)  # parsed equation text -> 'max' | 'min'
+    n_archs: int | None = field(init=False, default=None)  # None: every labelled architecture
+    config: TrainConfig | None = field(init=False, default=None)
+    pcache: Path | None = field(init=False, default=None)
+
+    def resolve(self) -> None:
+        equations = self.equations
+        if not isinstance(equations, dict) or not equations:
+            raise ValueError("equations must be a non-empty mapping {label equation: 'max' | 'min'}")
+        bad = {e: d for e, d in equations.items() if d not in ("max", "min")}
+        if bad:
+            raise ValueError(f"every equation needs direction 'max' or 'min'; got {bad}")
+        eqs = {LabelEquation.parse(e).text: d for e, d in equations.items()}  # raises naming what is not allowed
+        table2_equation = LabelEquation.parse(self.table2_equation).text
+        if table2_equation not in eqs:
+            raise ValueError(f"table2_equation {table2_equation!r} must be one of the equations {list(eqs)}")
+        check_int("epochs", self.epochs, 1)
+        check_int("k", self.k, 1)
+        check_int("resolution", self.resolution, 1)
+        if not isinstance(self.predictor_cache, str):
+            raise ValueError(f"predictor_cache must be a folder path string ('' for none), got {self.predictor_cache!r}")
+        epochs = min(self.epochs, 3) if self.smoke else self.epochs
+        self._set(eqs=eqs, table2_equation=table2_equation, epochs=epochs, n_archs=120 if self.smoke else None,
+                  config=TrainConfig(epochs=epochs, seed=self.seed),
+                  pcache=construction.resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset))
+
+    def summary(self) -> str:
+        """One line with the resolved settings."""
+        return (f"profile={self.profile}  dataset={self.dataset}  space={self.space}  epochs={self.epochs}  "
+                f"seed={self.seed}  equations={self.eqs}")
 
 
-def train_predictors(config, epochs, eqs, ls, pcache, resolution):
+def train_predictors(p: Params, ls):
     """One AutoBuild predictor per label equation."""
     builds, rows = {}, []
-    trained = build.build_equations(ls, list(eqs), config, resolution=resolution, cache_dir=pcache)
-    for (e, direction), b in zip(eqs.items(), trained):
+    trained = build.build_equations(ls, list(p.eqs), p.config, resolution=p.resolution, cache_dir=p.pcache)
+    for (e, direction), b in zip(p.eqs.items(), trained):
         builds[e] = b
         m = b.run.result.metrics
         print(
             f"{e}: {'loaded from the cache, trained' if b.info['cached'] else 'trained'} in {b.info['train_s']:.0f} s "
-            f"({b.info['train_s'] / epochs:.2f} s per epoch on {len(b.run.result.train_idx)} graphs); "
+            f"({b.info['train_s'] / p.epochs:.2f} s per epoch on {len(b.run.result.train_idx)} graphs); "
             f"{len(b.run.scores):,} modules scored in {b.info['score_s']:.1f} s"
         )
         rows.append(
@@ -75,12 +97,12 @@ def train_predictors(config, epochs, eqs, ls, pcache, resolution):
     return builds, shown
 
 
-def table2(PAPER_HOPS, builds, table2_equation):
+def table2(p: Params, PAPER_HOPS, builds):
     """Table 2: hop moments and label moments."""
-    t2 = builds[table2_equation].run
+    t2 = builds[p.table2_equation].run
     display(
         Markdown(
-            f"**Label moments** of `{table2_equation}` over the {len(t2.result.train_idx)} training architectures, "
+            f"**Label moments** of `{p.table2_equation}` over the {len(t2.result.train_idx)} training architectures, "
             "N(mu, sigma) per unit u (rows) and module length l (columns):"
         )
     )
@@ -109,9 +131,9 @@ def table2(PAPER_HOPS, builds, table2_equation):
         axes[1].errorbar(g["unit"] + 0.1 * (ln - 3), g["mu"], yerr=g["sigma"], fmt="o", capsize=3, label=f"l = {ln}")
     axes[1].set(
         xlabel="unit u",
-        ylabel=table2_equation,
+        ylabel=p.table2_equation,
         xticks=sorted(lm["unit"].unique()),
-        title=f"Label moments of {table2_equation}: mean +/- std",
+        title=f"Label moments of {p.table2_equation}: mean +/- std",
     )
     axes[1].legend(fontsize=8)
     plt.tight_layout()
@@ -119,16 +141,16 @@ def table2(PAPER_HOPS, builds, table2_equation):
     return t2
 
 
-def depth_against_table2(t2, dataset, ls, space, table2_equation):
+def depth_against_table2(p: Params, t2, ls):
     """Table 2's growth of accuracy with module length, beside this study's (accuracy predictors only)."""
-    if table2_equation != "acc":
-        display(Markdown(f"Table 2's label moments are accuracies; `{table2_equation}` is not compared."))
+    if p.table2_equation != "acc":
+        display(Markdown(f"Table 2's label moments are accuracies; `{p.table2_equation}` is not compared."))
         return None
-    return show_depth({space: depth_srcc(ls.archs, ls.labels("acc"))}, t2.label_moments, space, dataset,
-                      f"Mean `acc` of the training architectures with 2 and 4 layers per unit ({space})")
+    return show_depth({p.space: depth_srcc(ls.archs, ls.labels("acc"))}, t2.label_moments, p.space, p.dataset,
+                      f"Mean `acc` of the training architectures with 2 and 4 layers per unit ({p.space})")
 
 
-def eq5_scores(t2, table2_equation):
+def eq5_scores(p: Params, t2):
     """Eq. 5: the distribution shift, before and after."""
     sc = t2.scores
     ex = sc[sc["unit"] == 1].sort_values("raw", ascending=False, kind="stable").iloc[0]
@@ -157,21 +179,21 @@ def eq5_scores(t2, table2_equation):
         (axes[1], "score", "after Eq. 5: score*"),
     ):
         sns.boxplot(sc, x="unit", y=col, hue="layers", fliersize=0.5, ax=ax, palette="crest")
-        ax.set(title=f"{table2_equation}: {title}", ylabel=col if col == "raw" else f"score* ({table2_equation} scale)")
+        ax.set(title=f"{p.table2_equation}: {title}", ylabel=col if col == "raw" else f"score* ({p.table2_equation} scale)")
     plt.tight_layout()
     plt.show()
 
 
-def fe_mlp_scores(FEATURES, builds, config, dataset, labels, ls, sp_schema, space, table2_equation):
+def fe_mlp_scores(p: Params, builds, labels, ls, sp_schema):
     """FE-MLP scores of every feature value (Figs. 9-10)."""
     fe = interpret.fe_score_table({e: b.run.result.model for e, b in builds.items()}, FEATURES)
     effects = {
         e: interpret.value_effects(ls.graphs, labels[e], FEATURES, b.run.result.train_idx) for e, b in builds.items()
     }
-    present = effects[table2_equation]["share"] > 0
+    present = effects[p.table2_equation]["share"] > 0
     fe = fe[present.reindex(fe.index).fillna(False).to_numpy()]
     # the untrained start of every predictor (all share `seed` and sizes, hence one start)
-    init = interpret.fe_score_table({"init": interpret.initial_predictor(config, sp_schema)}, FEATURES)["init"].loc[
+    init = interpret.fe_score_table({"init": interpret.initial_predictor(p.config, sp_schema)}, FEATURES)["init"].loc[
         fe.index
     ]
 
@@ -196,7 +218,7 @@ def fe_mlp_scores(FEATURES, builds, config, dataset, labels, ls, sp_schema, spac
         )
         ax.set(title=feat, xlabel="", ylabel="FE-MLP score" if feat == FEATURES[0] else "")
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"FE-MLP scores |f_c(value)| per feature value ({space}, {dataset})")
+    fig.suptitle(f"FE-MLP scores |f_c(value)| per feature value ({p.space}, {p.dataset})")
     plt.tight_layout()
     plt.show()
     moved = fe.sub(init, axis=0).abs().groupby(level="feature", sort=False).mean()
@@ -212,21 +234,7 @@ def fe_mlp_scores(FEATURES, builds, config, dataset, labels, ls, sp_schema, spac
 
 
 def claims(
-    PAPER_HOPS,
-    agreement,
-    builds,
-    composition,
-    dataset,
-    epochs,
-    eqs,
-    k,
-    ls,
-    profile,
-    sp,
-    space,
-    t2,
-    t_start,
-    table2_equation,
+    p: Params, PAPER_HOPS, agreement, builds, composition, ls, sp, t2, t_start,
 ):
     """Paper vs this study."""
     comparison = None
@@ -236,13 +244,13 @@ def claims(
     ratios = mus / np.array([PAPER_HOPS[m][0] for m in hop_ms])
     lmt = t2.label_moments
     units = sorted(lmt.index.get_level_values("unit").unique())
-    released = dataset == "autobuild-release"
-    is_acc = table2_equation == "acc"
-    comparable = released and is_acc and space == "mbv3"
+    released = p.dataset == "autobuild-release"
+    is_acc = p.table2_equation == "acc"
+    comparable = released and is_acc and p.space == "mbv3"
     why_not = C.not_comparable(
         "Mini-OFA accuracy is not ImageNet accuracy"
         if not released
-        else f"Table 2 is MBv3 accuracy; this run: {space}, {table2_equation}"
+        else f"Table 2 is MBv3 accuracy; this run: {p.space}, {p.table2_equation}"
     )
 
     def cell(u, ln, col):
@@ -264,21 +272,21 @@ def claims(
     raw_grows = {
         e: all(
             np.all(np.diff(g["raw mean"].to_numpy()) > 0)
-            for _, g in interpret.shift_summary(b.run.scores, k).groupby(level="unit")
+            for _, g in interpret.shift_summary(b.run.scores, p.k).groupby(level="unit")
         )
         for e, b in builds.items()
     }
     changed = {
         e: sum(
-            set(g.sort_values("raw", ascending=False, kind="stable").head(k)["module"])
-            != set(g.sort_values("score", ascending=False, kind="stable").head(k)["module"])
+            set(g.sort_values("raw", ascending=False, kind="stable").head(p.k)["module"])
+            != set(g.sort_values("score", ascending=False, kind="stable").head(p.k)["module"])
             for _, g in b.run.scores.groupby("unit")
         )
         for e, b in builds.items()
     }
     helps_n, helps_d, helps_chance = int(agreement["helps"].sum()), len(agreement), float(agreement["chance"].sum())
 
-    min_eq = [e for e in eqs if eqs[e] == "min"]
+    min_eq = [e for e in p.eqs if p.eqs[e] == "min"]
 
     rows = [
         {
@@ -314,7 +322,7 @@ def claims(
             "verdict": C.verdict(l4_ok) if comparable else why_not,
         },
         {
-            "claim": f"{table2_equation} grows with the module length l in every unit (longest vs shortest)",
+            "claim": f"{p.table2_equation} grows with the module length l in every unit (longest vs shortest)",
             "paper": "yes, all 5 stages (l = 4 vs l = 2)" if is_acc else "accuracy: yes",
             "this study": f"{sum(g > 0 for g in grow)} of {len(grow)} units; gains "
             + ", ".join(f"{g:+.2f}" for g in grow),
@@ -337,7 +345,7 @@ def claims(
             "verdict": C.verdict(all(raw_grows.values())),
         },
         {
-            "claim": f"Eq. 5 changes which modules make a unit's top-{k}",
+            "claim": f"Eq. 5 changes which modules make a unit's top-{p.k}",
             "paper": "yes: the shift makes lengths comparable",
             "this study": ", ".join(f"{e}: {c}/{sp.n_units} units" for e, c in changed.items()),
             "verdict": C.verdict(any(c > 0 for c in changed.values())),
@@ -346,18 +354,18 @@ def claims(
             "claim": "study check: best modules of an accuracy-type equation use larger e than those of a latency equation (Fig. 4)",
             "paper": "Fig. 4 (no numbers in the notes)",
             "this study": (
-                f"mean e of best modules: {table2_equation} {composition.loc[(table2_equation, 'best'), 'mean e']:.2f}, "
+                f"mean e of best modules: {p.table2_equation} {composition.loc[(p.table2_equation, 'best'), 'mean e']:.2f}, "
                 + ", ".join(f"{e} {composition.loc[(e, 'best'), 'mean e']:.2f}" for e in min_eq)
             )
             if min_eq
             else "no 'min' equation",
             "verdict": C.verdict(
                 all(
-                    composition.loc[(table2_equation, "best"), "mean e"] > composition.loc[(e, "best"), "mean e"]
+                    composition.loc[(p.table2_equation, "best"), "mean e"] > composition.loc[(e, "best"), "mean e"]
                     for e in min_eq
                 )
             )
-            if min_eq and eqs[table2_equation] == "max"
+            if min_eq and p.eqs[p.table2_equation] == "max"
             else C.undetermined(),
         },
         {
@@ -367,18 +375,18 @@ def claims(
             "verdict": C.verdict(helps_n > helps_chance if helps_d else None),
         },
     ]
-    comparison = C.claims_table(rows, smoke=profile == "smoke")
+    comparison = C.claims_table(rows, smoke=p.profile == "smoke")
     C.record_claims(comparison, "04_module_scores")  # for the verdict page (autobuild_lib.study.claims)
     print(
-        f"dataset={dataset}, space={space}, profile={profile}, {len(ls.frame)} archs, {epochs} epochs, "
+        f"dataset={p.dataset}, space={p.space}, profile={p.profile}, {len(ls.frame)} archs, {p.epochs} epochs, "
         f"wall time {time.perf_counter() - t_start:.0f} s"
     )
     return comparison
 
 
-def disagreements(comparison, dataset, fe, init, profile):
+def disagreements(p: Params, comparison, fe, init):
     """Paper vs this study."""
-    ON_MINI = dataset == "mini-ofa"
+    ON_MINI = p.dataset == "mini-ofa"
     # Most specific keys first: a row takes the first key its claim contains.
     REASONS = {
         "FE-MLP's top value goes": "FE-MLP outputs pass through abs(): a value can score high because it pushes the "
@@ -429,6 +437,6 @@ def disagreements(comparison, dataset, fe, init, profile):
             else "the score pattern is learned, not the random start."
         )
     )
-    if profile == "smoke":
+    if p.profile == "smoke":
         head += " This is a smoke run (a few epochs on a small subset): none of it is evidence."
     display(Markdown(head + ("\n\nWhere this study disagrees:\n\n" + "\n".join(lines) if lines else "")))

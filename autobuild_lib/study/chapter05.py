@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,41 +19,62 @@ from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build, pareto
 from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.training import TrainConfig
-from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
-from autobuild_lib.study.params import check_common, parse_equations
+from autobuild_lib.study.params import ChapterParams, parse_equations
 
 
-def prepare(dataset, epochs, equations, k, latency_epochs, predictor_cache, profile, seed, seeds, space):
-    """Building architectures from label equations: clusters against the Pareto front."""
-    check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds)
-    parsed = parse_equations(equations)
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once; the profile resolved by ``construction.chapter05_settings``
+    (full: the paper's setting; smoke: a tiny end-to-end run)."""
 
-    # ---- profile: full = the paper's setting; smoke = a tiny end-to-end run (construction.chapter05_settings)
-    settings = construction.chapter05_settings(profile, [e.text for e in parsed], k, epochs, latency_epochs)
-    eqs = [LabelEquation.parse(e) for e in settings["equations"]]
-    k, epochs, latency_epochs = settings["k"], settings["epochs"], settings["latency_epochs"]
-    n_train, n_eval = settings["n_train"], settings["n_eval"]
-    config = TrainConfig(epochs=epochs, seed=seed)
-    pcache = (REPO_ROOT / predictor_cache) if predictor_cache else None
-    print(
-        f"profile={profile}  dataset={dataset}  space={space}  K={k}  epochs={epochs}  equations={len(eqs)}  "
-        f"training archs={'all' if n_train is None else n_train}  evaluations per equation={'all' if n_eval is None else n_eval}"
-    )
-    return config, eqs, k, latency_epochs, n_eval, n_train, pcache
+    seed: int
+    seeds: list[int]
+    data_dir: str
+    space: str
+    equations: list[str]
+    k: int
+    epochs: int
+    latency_epochs: int
+    eval_cache: str
+    predictor_cache: str
+    eqs: list[LabelEquation] = field(init=False, default_factory=list)
+    n_train: int | None = field(init=False, default=None)  # None: every labelled architecture
+    n_eval: int | None = field(init=False, default=None)  # None: every constructed architecture
+    config: TrainConfig | None = field(init=False, default=None)
+    pcache: Path | None = field(init=False, default=None)
+
+    def resolve(self) -> None:
+        parsed = parse_equations(self.equations)
+        for name in ("eval_cache", "predictor_cache"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a path string, got {getattr(self, name)!r}")
+        settings = construction.chapter05_settings(self.profile, [e.text for e in parsed], self.k, self.epochs,
+                                                   self.latency_epochs)
+        self._set(eqs=[LabelEquation.parse(e) for e in settings["equations"]], k=settings["k"],
+                  epochs=settings["epochs"], latency_epochs=settings["latency_epochs"],
+                  n_train=settings["n_train"], n_eval=settings["n_eval"],
+                  config=TrainConfig(epochs=settings["epochs"], seed=self.seed),
+                  pcache=construction.resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset))
+
+    def summary(self) -> str:
+        """One line with the resolved settings."""
+        return (f"profile={self.profile}  dataset={self.dataset}  space={self.space}  K={self.k}  epochs={self.epochs}  "
+                f"equations={len(self.eqs)}  training archs={'all' if self.n_train is None else self.n_train}  "
+                f"evaluations per equation={'all' if self.n_eval is None else self.n_eval}")
 
 
-def load_data(data_dir, dataset, k, n_train, seed, space):
+def load_data(p: Params):
     """Data."""
-    study.require(dataset, data_dir, spaces=[space])
-    ls = study.load_set(dataset, space, data_dir, n=n_train, seed=seed)
+    study.require(p.dataset, p.data_dir, spaces=[p.space])
+    ls = study.load_set(p.dataset, p.space, p.data_dir, n=p.n_train, seed=p.seed)
     sp = ls.space
     frame = ls.frame
-    real_eval = study.can_evaluate(dataset)
+    real_eval = study.can_evaluate(p.dataset)
     n_units = sp.n_units
-    print(f"{len(frame)} labelled {space} architectures; {n_units} units -> K^{n_units} = {k**n_units} per equation")
+    print(f"{len(frame)} labelled {p.space} architectures; {n_units} units -> K^{n_units} = {p.k**n_units} per equation")
     shown = [c for c in ("acc", "latency_cpu", "flops") if c in frame.columns]
     if "flops" not in shown:
         print(
@@ -61,10 +84,10 @@ def load_data(data_dir, dataset, k, n_train, seed, space):
     return frame, ls, n_units, real_eval, sp, shown
 
 
-def equation_regions(eqs, frame, ls):
+def equation_regions(p: Params, frame, ls):
     """Which region does each equation aim at?."""
     aim_rows = []
-    for e in eqs:
+    for e in p.eqs:
         y = ls.labels(e)
         aim_rows.append(
             {
@@ -90,10 +113,10 @@ def equation_regions(eqs, frame, ls):
     return acc_eq, aim, lat_eq
 
 
-def train_predictors(config, eqs, k, ls, n_eval, pcache):
+def train_predictors(p: Params, ls):
     """One AutoBuild predictor per equation."""
     t0 = time.perf_counter()
-    plan = construction.plan_construction(ls, eqs, k, config, cache_dir=pcache, n_eval=n_eval)
+    plan = construction.plan_construction(ls, p.eqs, p.k, p.config, cache_dir=p.pcache, n_eval=p.n_eval)
     builds = plan.builds
     rows = []
     for text, b in builds.items():
@@ -128,7 +151,7 @@ def _outside_note(space: str) -> str:
 
 
 def construct_and_evaluate(
-    config, data_dir, dataset, eval_cache, frame, latency_epochs, ls, pcache, plan, profile, real_eval, seed, sp, space
+    p: Params, frame, ls, plan, real_eval, sp
 ):
     """Construct and evaluate."""
     results = None
@@ -141,13 +164,13 @@ def construct_and_evaluate(
         f"architectures (list fingerprint {construction.archs_digest(all_keys)})"
     )
 
-    l1 = None if real_eval else find_l1(study.resolve_data_dir(data_dir), space)  # the authors' l1_models/
+    l1 = None if real_eval else find_l1(study.resolve_data_dir(p.data_dir), p.space)  # the authors' l1_models/
     if real_eval:
-        cache_path = construction.resolve_eval_cache(eval_cache, profile, study.mini_ofa_dir())
-        ev = study.evaluator(dataset, cache=cache_path, latency="skip")  # latency: the benchmark's k-GNN
-        todo = ev.uncached(space, all_keys)
-        never = ev.uncached(space, all_keys, include_cache=False)
-        s_per = construction.seconds_per_new_arch(study.mini_ofa_dir(), space)
+        cache_path = construction.resolve_eval_cache(p.eval_cache, p.profile, study.mini_ofa_dir())
+        ev = study.evaluator(p.dataset, cache=cache_path, latency="skip")  # latency: the benchmark's k-GNN
+        todo = ev.uncached(p.space, all_keys)
+        never = ev.uncached(p.space, all_keys, include_cache=False)
+        s_per = construction.seconds_per_new_arch(study.mini_ofa_dir(), p.space)
         if todo:
             per = (
                 f"{s_per:.1f} s each (benchmark generation log)"
@@ -156,10 +179,10 @@ def construct_and_evaluate(
             )
             print(
                 f"{len(todo)} architectures are not cached yet and are evaluated now, {per}. "
-                f"`python -m autobuild_lib chapter05 --space {space} --fill` fills the cache ahead of time."
+                f"`python -m autobuild_lib chapter05 --space {p.space} --fill` fills the cache ahead of time."
             )
         t0 = time.perf_counter()
-        evaluated = ev.evaluate_many(space, all_keys, progress=False)
+        evaluated = ev.evaluate_many(p.space, all_keys, progress=False)
         eval_s = time.perf_counter() - t0
         src_counts = evaluated["source"].value_counts()
         n_computed = int(src_counts.get("computed", 0))
@@ -173,22 +196,22 @@ def construct_and_evaluate(
                 "new (computed now)": n_computed,
                 "s per new arch (benchmark generation log)": round(s_per, 2) if s_per else None,
                 "would compute from an empty cache": len(never),
-                "evaluation cache": str(cache_path) if profile == "full" else "temporary copy (smoke)",
+                "evaluation cache": str(cache_path) if p.profile == "full" else "temporary copy (smoke)",
             },
             name="evaluation provenance",
         ).to_frame()
         display(provenance)
-        lat_model, lat_record = load_latency_model(space, study.mini_ofa_dir())
+        lat_model, lat_record = load_latency_model(p.space, study.mini_ofa_dir())
         evaluated = construction.with_predicted_latency(evaluated, lat_model.predict)
         display(
             Markdown(
                 "Accuracy is evaluated with the supernet weights; the CPU latency of every architecture outside "
-                f"the benchmark table comes from the benchmark's k-GNN latency predictor (`latency-{space}.pt`, "
+                f"the benchmark table comes from the benchmark's k-GNN latency predictor (`latency-{p.space}.pt`, "
                 f"trained on {lat_record['n_train']:,} of its {lat_record.get('latency_source', 'measured')} latencies; "
                 f"held-out {lat_record['n_test']}: MAE {lat_record['test_mae_ms']:.2f} ms, SRCC "
                 f"{lat_record['test_srcc']:.3f}), as the paper predicts new architectures' latency. Latency sources: "
                 f"{evaluated['latency_source'].value_counts().to_dict()}."
-                + _outside_note(space)
+                + _outside_note(p.space)
             )
         )
         results = rows_eval.merge(evaluated, on="arch", how="left")
@@ -213,7 +236,7 @@ def construct_and_evaluate(
                 "constructed architecture is a **prediction**, tagged with its source."
             )
         )
-        est = l1.evaluate_many(space, all_keys)[["arch", "acc", "latency_cpu", "source"]].assign(
+        est = l1.evaluate_many(p.space, all_keys)[["arch", "acc", "latency_cpu", "source"]].assign(
             latency_source="predicted"
         )
         results = rows_eval.merge(est, on="arch", how="left")
@@ -223,7 +246,7 @@ def construct_and_evaluate(
                     {
                         "target": t,
                         "predictor": L1_SOURCE,
-                        "file": l1_files(l1.l1_dir, space, t)[0].name,
+                        "file": l1_files(l1.l1_dir, p.space, t)[0].name,
                         "unit": "% top-1 (released: fraction, x100)" if t == "acc" else "ms",
                     }
                     for t in ("acc", "latency_cpu")
@@ -232,7 +255,7 @@ def construct_and_evaluate(
         )
     else:
         print(
-            f"no l1_models/ folder with {space} acc and latency_cpu predictors in {study.resolve_data_dir(data_dir)}: "
+            f"no l1_models/ folder with {p.space} acc and latency_cpu predictors in {study.resolve_data_dir(p.data_dir)}: "
             "the study's own predictors are used (see README, released data)"
         )
         display(
@@ -244,9 +267,9 @@ def construct_and_evaluate(
             )
         )
         keys = [sp.to_string(a) for a in ls.archs]
-        acc_res, acc_info = build.train_cached(ls.graphs, frame["acc"].to_numpy(), keys, config, pcache)
+        acc_res, acc_info = build.train_cached(ls.graphs, frame["acc"].to_numpy(), keys, p.config, p.pcache)
         lat_res, lat_info = build.latency_predictor_cached(
-            sp, keys, frame["latency_cpu"].to_numpy(), pcache, epochs=latency_epochs, seed=seed
+            sp, keys, frame["latency_cpu"].to_numpy(), p.pcache, epochs=p.latency_epochs, seed=p.seed
         )
         est = pd.DataFrame(
             {
@@ -288,7 +311,7 @@ def construct_and_evaluate(
     return label, n_constructed, pred_tag, results, shown
 
 
-def clusters_vs_front(builds, dataset, frame, k, label, real_eval, results, space):
+def clusters_vs_front(p: Params, builds, frame, label, real_eval, results):
     """Clusters against the training front."""
     train_front = pareto.pareto_front(frame, "latency_cpu", "acc", maximize_x=False, maximize_y=True)
     palette = dict(zip(builds, sns.color_palette("tab10", len(builds))))
@@ -317,7 +340,7 @@ def clusters_vs_front(builds, dataset, frame, k, label, real_eval, results, spac
         )
     ax.set_xlabel("CPU latency (ms)" + ("" if real_eval else "  [constructed: predicted]"))
     ax.set_ylabel("top-1 accuracy (%)" + ("" if real_eval else "  [constructed: predicted]"))
-    ax.set_title(f"{space.upper()} on {dataset}: K={k} per unit, constructed archs {label}")
+    ax.set_title(f"{p.space.upper()} on {p.dataset}: K={p.k} per unit, constructed archs {label}")
     ax.legend(fontsize=8, loc="lower right")
     plt.tight_layout()
     plt.show()
@@ -345,7 +368,7 @@ def beyond_front(acc_eq, gain, label, lat_eq):
     return med, n_beyond_eq
 
 
-def claims(acc_eq, gain, k, lat_eq, med, n_beyond_eq, n_constructed, n_units, pred_tag, profile):
+def claims(p: Params, acc_eq, gain, lat_eq, med, n_beyond_eq, n_constructed, n_units, pred_tag):
     """Paper vs this study."""
 
     def verdict(ok):
@@ -364,8 +387,8 @@ def claims(acc_eq, gain, k, lat_eq, med, n_beyond_eq, n_constructed, n_units, pr
             {
                 "claim": f"K={paper_k} per unit gives {paper_k}^{n_units} = {paper_size} architectures per equation",
                 "paper": f"{paper_size}",
-                "this study": f"K={k}: {sizes} per equation ({n_units} units)",
-                "verdict": verdict(sizes == [paper_size]) if k == paper_k else C.not_comparable(f"K={k}"),
+                "this study": f"K={p.k}: {sizes} per equation ({n_units} units)",
+                "verdict": verdict(sizes == [paper_size]) if p.k == paper_k else C.not_comparable(f"K={p.k}"),
             },
             {
                 "claim": "some constructed architectures lie beyond the training Pareto front (Fig. 5)",
@@ -391,6 +414,6 @@ def claims(acc_eq, gain, k, lat_eq, med, n_beyond_eq, n_constructed, n_units, pr
                 "verdict": verdict(bool(sep_lat and sep_acc)) if two_ends else C.undetermined("needs two equations"),
             },
         ],
-        smoke=profile == "smoke",
+        smoke=p.profile == "smoke",
     )
     C.show_claims(claims, "05_mbv3_pareto", wide=True)

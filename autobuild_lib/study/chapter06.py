@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,97 +16,93 @@ from IPython.display import Markdown, display
 from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build
+from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
 from autobuild_lib.core.training import TrainConfig
-from autobuild_lib.paths import REPO_ROOT
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
-from autobuild_lib.study.params import check_common, parse_equations
+from autobuild_lib.study.params import ChapterParams, parse_equations
 
 
-def prepare(
-    accuracy,
-    dataset,
-    epochs,
-    equations,
-    k,
-    latency_epochs,
-    n_initial,
-    n_iterations,
-    per_iteration,
-    predictor_cache,
-    profile,
-    schemes,
-    seed,
-    seeds,
-    space,
-):
-    """AutoBuild-NAS: evolutionary search in the space AutoBuild builds."""
-    check_common(profile=profile, dataset=dataset, space=space, seed=seed, seeds=seeds)
-    eqs = parse_equations(equations)
-    unknown = [s for s in schemes if s not in SCHEMES]
-    if unknown or not schemes or len(set(schemes)) != len(schemes):
-        raise ValueError(f"schemes must be distinct names from {list(SCHEMES)}, got {schemes}")
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once; the profile resolved by ``construction.chapter06_settings``
+    (full: the paper's setting; smoke: a tiny end-to-end run).  Layer-Insight schemes are dropped
+    outside MBv3 (``dropped``)."""
 
-    # ---- profile: full = the paper's setting; smoke = a tiny end-to-end run (construction.chapter06_settings)
-    settings = construction.chapter06_settings(
-        profile, k, n_initial, n_iterations, per_iteration, epochs, latency_epochs, accuracy, dataset
-    )
-    k, n_initial, n_iterations, per_iteration = (
-        settings[x] for x in ("k", "n_initial", "n_iterations", "per_iteration")
-    )
-    epochs, latency_epochs, accuracy, n_train, budget = (
-        settings[x] for x in ("epochs", "latency_epochs", "accuracy", "n_train", "budget")
-    )
-    dropped = [s for s in schemes if s.startswith("layer-insight") and space != "mbv3"]
-    schemes = [s for s in schemes if s not in dropped]
-    config = TrainConfig(epochs=epochs, seed=seed)
-    pcache = (REPO_ROOT / predictor_cache) if predictor_cache else None
-    print(
-        f"profile={profile}  dataset={dataset}  space={space}  accuracy={accuracy}  K={k}  "
-        f"budget={budget} = {n_initial} + {n_iterations} x {per_iteration}  seeds={list(seeds)}  schemes={schemes}"
-    )
-    if dropped:
-        print(
-            f"dropped {dropped}: the paper's Layer-Insight spaces are hand-reduced MBv3 spaces; there is none for {space}"
-        )
-    return (
-        accuracy,
-        budget,
-        config,
-        eqs,
-        k,
-        latency_epochs,
-        n_initial,
-        n_iterations,
-        n_train,
-        pcache,
-        per_iteration,
-        schemes,
-    )
+    seed: int
+    seeds: list[int]
+    data_dir: str
+    space: str
+    equations: list[str]
+    k: int
+    schemes: list[str]
+    n_initial: int
+    n_iterations: int
+    per_iteration: int
+    accuracy: str
+    epochs: int
+    latency_epochs: int
+    eval_cache: str
+    predictor_cache: str
+    eqs: list[LabelEquation] = field(init=False, default_factory=list)
+    budget: int = field(init=False, default=0)
+    n_train: int | None = field(init=False, default=None)  # None: every labelled architecture
+    dropped: list[str] = field(init=False, default_factory=list)
+    config: TrainConfig | None = field(init=False, default=None)
+    pcache: Path | None = field(init=False, default=None)
+
+    def resolve(self) -> None:
+        eqs = parse_equations(self.equations)
+        schemes = self.schemes
+        if (not isinstance(schemes, (list, tuple)) or not schemes or len(set(schemes)) != len(schemes)
+                or any(s not in SCHEMES for s in schemes)):
+            raise ValueError(f"schemes must be distinct names from {list(SCHEMES)}, got {schemes}")
+        for name in ("eval_cache", "predictor_cache"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a path string, got {getattr(self, name)!r}")
+        st = construction.chapter06_settings(self.profile, self.k, self.n_initial, self.n_iterations,
+                                             self.per_iteration, self.epochs, self.latency_epochs, self.accuracy,
+                                             self.dataset)
+        dropped = [s for s in schemes if s.startswith("layer-insight") and self.space != "mbv3"]
+        self._set(eqs=eqs, dropped=dropped, schemes=[s for s in schemes if s not in dropped],
+                  config=TrainConfig(epochs=st["epochs"], seed=self.seed),
+                  pcache=construction.resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset),
+                  **{x: st[x] for x in ("k", "n_initial", "n_iterations", "per_iteration", "epochs",
+                                        "latency_epochs", "accuracy", "n_train", "budget")})
+
+    def summary(self) -> str:
+        """The resolved settings, and the schemes dropped for this space."""
+        line = (f"profile={self.profile}  dataset={self.dataset}  space={self.space}  accuracy={self.accuracy}  "
+                f"K={self.k}  budget={self.budget} = {self.n_initial} + {self.n_iterations} x {self.per_iteration}  "
+                f"seeds={list(self.seeds)}  schemes={self.schemes}")
+        if self.dropped:
+            line += (f"\ndropped {self.dropped}: the paper's Layer-Insight spaces are hand-reduced MBv3 spaces; "
+                     f"there is none for {self.space}")
+        return line
 
 
-def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, seeds, space):
+def data_and_cost(p: Params):
     """Data and cost."""
-    study.require(dataset, data_dir, spaces=[space])
-    ls = study.load_set(dataset, space, data_dir, n=n_train, seed=seed)
+    study.require(p.dataset, p.data_dir, spaces=[p.space])
+    ls = study.load_set(p.dataset, p.space, p.data_dir, n=p.n_train, seed=p.seed)
     sp, frame = ls.space, ls.frame
     keys = [sp.to_string(a) for a in ls.archs]
-    n_evals = len(schemes) * len(seeds) * budget
-    root = study.mini_ofa_dir() if study.can_evaluate(dataset) else None
-    s_per = construction.seconds_per_new_arch(root, space, stages=("static", "acc")) if root is not None else None
+    n_evals = len(p.schemes) * len(p.seeds) * p.budget
+    root = study.mini_ofa_dir() if study.can_evaluate(p.dataset) else None
+    s_per = construction.seconds_per_new_arch(root, p.space, stages=("static", "acc")) if root is not None else None
     l1 = (
-        find_l1(study.resolve_data_dir(data_dir), space)
-        if dataset == "autobuild-release" and accuracy != "evaluator"
+        find_l1(study.resolve_data_dir(p.data_dir), p.space)
+        if p.dataset == "autobuild-release" and p.accuracy != "evaluator"
         else None
     )
     cost_lines = [
-        f"{len(frame)} labelled {space} architectures.",
-        f"The comparison requests {len(schemes)} schemes × {len(seeds)} seeds × {budget} = {n_evals} evaluations "
+        f"{len(frame)} labelled {p.space} architectures.",
+        f"The comparison requests {len(p.schemes)} schemes × {len(p.seeds)} seeds × {p.budget} = {n_evals} evaluations "
         "(fewer distinct architectures where searches meet).",
     ]
-    if accuracy == "evaluator":
+    if p.accuracy == "evaluator":
         per = (
             f"{s_per:.1f} s"
             if s_per
@@ -124,7 +122,7 @@ def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, s
             else "Accuracy of new architectures comes from an accuracy predictor (surrogate, milliseconds each)"
             + (
                 "; ImageNet evaluation is not available for the authors' release, so these are **estimates**."
-                if not study.can_evaluate(dataset)
+                if not study.can_evaluate(p.dataset)
                 else "; this profile does not run the evaluator, so searched accuracies are **estimates**."
             )
         )
@@ -132,16 +130,16 @@ def data_and_cost(accuracy, budget, data_dir, dataset, n_train, schemes, seed, s
     return frame, keys, l1, ls, s_per, sp
 
 
-def nas_space(config, eqs, k, ls, pcache, sp):
+def nas_space(p: Params, ls, sp):
     """The AutoBuild-NAS space: union of the equations' top-K modules."""
-    builds = {e.text: b for e, b in zip(eqs, build.build_equations(ls, eqs, config, cache_dir=pcache))}
-    per_eq = [b.top(k) for b in builds.values()]
+    builds = {e.text: b for e, b in zip(p.eqs, build.build_equations(ls, p.eqs, p.config, cache_dir=p.pcache))}
+    per_eq = [b.top(p.k) for b in builds.values()]
     candidates = union_candidates(per_eq)
     cand_table = pd.DataFrame(
         {
             "unit": range(1, sp.n_units + 1),
             "candidates (union)": [len(c) for c in candidates],
-            "upper bound P*K": [len(per_eq) * k] * sp.n_units,
+            "upper bound P*K": [len(per_eq) * p.k] * sp.n_units,
             "modules in the full space": [sp.n_modules(u) for u in range(sp.n_units)],
         }
     )
@@ -150,7 +148,7 @@ def nas_space(config, eqs, k, ls, pcache, sp):
     display(
         Markdown(
             f"AutoBuild-NAS searches {union_size:.3g} architectures (x{len(sp.resolutions)} resolutions) instead of "
-            f"{float(sp.size()):.3g}; the bound (P·K)^units is {(len(per_eq) * k) ** sp.n_units:.3g}. "
+            f"{float(sp.size()):.3g}; the bound (P·K)^units is {(len(per_eq) * p.k) ** sp.n_units:.3g}. "
             f"Predictors: {sum(b.info['cached'] for b in builds.values())} of {len(builds)} loaded from the cache, "
             f"training time {sum(b.info['train_s'] for b in builds.values()):.0f} s in total."
         )
@@ -159,62 +157,48 @@ def nas_space(config, eqs, k, ls, pcache, sp):
 
 
 def evaluators(
-    accuracy,
-    config,
-    data_dir,
-    dataset,
-    eval_cache,
-    frame,
-    keys,
-    l1,
-    latency_epochs,
-    ls,
-    pcache,
-    profile,
-    seed,
-    sp,
-    space,
+    p: Params, frame, keys, l1, ls, sp,
 ):
     """How architectures are evaluated."""
     metrics = None
     lazy_lat = build.LazyLatencyPredictor(
-        sp, keys, frame["latency_cpu"].to_numpy(), pcache, epochs=latency_epochs, seed=seed
+        sp, keys, frame["latency_cpu"].to_numpy(), p.pcache, epochs=p.latency_epochs, seed=p.seed
     )
-    if accuracy == "evaluator":
-        model, record = load_latency_model(space, study.mini_ofa_dir())
-        lazy_lat = build.LazyLatencyPredictor.of(model, {"source": f"the benchmark's latency-{space}.pt, trained on "
+    if p.accuracy == "evaluator":
+        model, record = load_latency_model(p.space, study.mini_ofa_dir())
+        lazy_lat = build.LazyLatencyPredictor.of(model, {"source": f"the benchmark's latency-{p.space}.pt, trained on "
                                                           f"its {record.get('latency_source', 'measured')} latencies"})
-        cache_path = construction.resolve_eval_cache(eval_cache, profile, study.mini_ofa_dir())
-        ev = study.evaluator(dataset, cache=cache_path, latency="skip")
-        metrics = construction.SearchMetrics(sp, space, evaluator=ev, latency_fn=lazy_lat)
+        cache_path = construction.resolve_eval_cache(p.eval_cache, p.profile, study.mini_ofa_dir())
+        ev = study.evaluator(p.dataset, cache=cache_path, latency="skip")
+        metrics = construction.SearchMetrics(sp, p.space, evaluator=ev, latency_fn=lazy_lat)
         acc_res = None
-        print(f"evaluation cache: {cache_path if profile == 'full' else 'temporary copy (smoke)'}")
+        print(f"evaluation cache: {cache_path if p.profile == 'full' else 'temporary copy (smoke)'}")
     elif l1 is not None:
         acc_res = None
         metrics = construction.SearchMetrics(
             sp,
-            space,
-            accuracy_fn=lambda a: l1.predict(space, a, "acc"),
-            latency_fn=lambda a: l1.predict(space, a, "latency_cpu"),
+            p.space,
+            accuracy_fn=lambda a: l1.predict(p.space, a, "acc"),
+            latency_fn=lambda a: l1.predict(p.space, a, "latency_cpu"),
             known=frame,
         )
         display(
             pd.DataFrame(
                 [
-                    {"surrogate": f"{t} ({L1_SOURCE})", "file": l1_files(l1.l1_dir, space, t)[0].name}
+                    {"surrogate": f"{t} ({L1_SOURCE})", "file": l1_files(l1.l1_dir, p.space, t)[0].name}
                     for t in ("acc", "latency_cpu")
                 ]
             )
         )
     else:
-        if dataset == "autobuild-release":
+        if p.dataset == "autobuild-release":
             print(
-                f"no l1_models/ folder with {space} acc and latency_cpu predictors in {study.resolve_data_dir(data_dir)}: "
+                f"no l1_models/ folder with {p.space} acc and latency_cpu predictors in {study.resolve_data_dir(p.data_dir)}: "
                 "the study's own predictors are used (see README, released data)"
             )
-        acc_res, acc_info = build.train_cached(ls.graphs, frame["acc"].to_numpy(), keys, config, pcache)
+        acc_res, acc_info = build.train_cached(ls.graphs, frame["acc"].to_numpy(), keys, p.config, p.pcache)
         metrics = construction.SearchMetrics(
-            sp, space, accuracy_fn=lambda a: build.predict_archs(acc_res, sp, a), latency_fn=lazy_lat, known=frame
+            sp, p.space, accuracy_fn=lambda a: build.predict_archs(acc_res, sp, a), latency_fn=lazy_lat, known=frame
         )
         display(
             pd.DataFrame(
@@ -235,14 +219,14 @@ def evaluators(
 
 
 def searches(
-    accuracy, candidates, l1, lazy_lat, metrics, n_initial, n_iterations, per_iteration, s_per, schemes, seeds, sp
+    p: Params, candidates, l1, lazy_lat, metrics, s_per, sp
 ):
     """The searches."""
-    scheme_objs = {s: make_scheme(s, sp, candidates if s == "autobuild" else None) for s in schemes}
+    scheme_objs = {s: make_scheme(s, sp, candidates if s == "autobuild" else None) for s in p.schemes}
     names = {s: o.name for s, o in scheme_objs.items()}
     t0 = time.perf_counter()
     results = construction.run_search_grid(
-        sp, {names[s]: o for s, o in scheme_objs.items()}, metrics, seeds, n_initial, n_iterations, per_iteration
+        sp, {names[s]: o for s, o in scheme_objs.items()}, metrics, p.seeds, p.n_initial, p.n_iterations, p.per_iteration
     )
     search_s = time.perf_counter() - t0
     history = construction.search_history(results)
@@ -296,7 +280,7 @@ def searches(
                     if per_new
                     else "."
                 )
-                if accuracy == "evaluator"
+                if p.accuracy == "evaluator"
                 else ""
             )
         )
@@ -304,7 +288,7 @@ def searches(
     return history, names, results
 
 
-def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space, train_front):
+def hypervolume(p: Params, frame, metrics, names, ref_point, results, train_front):
     """Hypervolume."""
     curves = construction.hypervolume_curves(results, ref_point)
     palette = dict(zip(names.values(), sns.color_palette("tab10", len(names))))
@@ -330,7 +314,7 @@ def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space
             color=palette[name],
             alpha=0.8,
             lw=1.4,
-            label=name if s == seeds[0] else None,
+            label=name if s == p.seeds[0] else None,
             zorder=3,
         )
         ax.scatter(f["latency_cpu"], f["acc"], color=palette[name], s=12, zorder=4)
@@ -339,7 +323,7 @@ def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space
     )
     ax.set_ylabel("top-1 accuracy (%)" + ("" if metrics.mode == "evaluator" else " [estimates]"))
     ax.set_title(
-        f"final fronts, {len(seeds)} seeds each ({'evaluated' if metrics.mode == 'evaluator' else 'predicted'} accuracy)"
+        f"final fronts, {len(p.seeds)} seeds each ({'evaluated' if metrics.mode == 'evaluator' else 'predicted'} accuracy)"
     )
     ax.legend(fontsize=8, loc="lower right")
     ax = axes[1]
@@ -349,7 +333,7 @@ def hypervolume(dataset, frame, metrics, names, ref_point, results, seeds, space
         ax.fill_between(m.index, m["min"], m["max"], color=palette[name], alpha=0.15)
     ax.set_xlabel("architectures evaluated")
     ax.set_ylabel("hypervolume (mean, band: min-max over seeds)")
-    ax.set_title(f"{space.upper()} on {dataset}: hypervolume during search")
+    ax.set_title(f"{p.space.upper()} on {p.dataset}: hypervolume during search")
     ax.legend(fontsize=8)
     plt.tight_layout()
     plt.show()
@@ -382,22 +366,7 @@ def hypervolume_table(curves, names):
 
 
 def claims(
-    ab,
-    budget,
-    candidates,
-    k,
-    l1,
-    metrics,
-    n_initial,
-    n_iterations,
-    pairs,
-    per_eq,
-    per_iteration,
-    profile,
-    seeds,
-    sp,
-    summary,
-    union_size,
+    p: Params, ab, candidates, l1, metrics, pairs, per_eq, sp, summary, union_size,
 ):
     """Paper vs this study."""
     reason = (
@@ -429,14 +398,14 @@ def claims(
             else C.undetermined("needs AutoBuild-NAS and a baseline"),
         }
     ]
-    for _, p in pairs.iterrows():
-        won, n = map(int, p["seeds won"].split("/"))
+    for _, pair in pairs.iterrows():
+        won, n = map(int, pair["seeds won"].split("/"))
         rows.append(
             {
-                "claim": f"AutoBuild-NAS beats {p['baseline']}",
+                "claim": f"AutoBuild-NAS beats {pair['baseline']}",
                 "paper": "yes",
-                "this study": f"mean HV difference {p['mean HV difference (AutoBuild - baseline)']:+.4g}, won {won}/{n} seeds",
-                "verdict": verdict(p["mean HV difference (AutoBuild - baseline)"] > 0 and won > n / 2),
+                "this study": f"mean HV difference {pair['mean HV difference (AutoBuild - baseline)']:+.4g}, won {won}/{n} seeds",
+                "verdict": verdict(pair["mean HV difference (AutoBuild - baseline)"] > 0 and won > n / 2),
             }
         )
     rows.append(
@@ -444,15 +413,15 @@ def claims(
             "claim": f"union of {n_eq} equations' top-{paper_k} modules per unit: ({n_eq}·{paper_k})^{sp.n_units} "
             f"= {paper_size:.0e} architectures".replace("e+", "e"),
             "paper": f"{paper_size:.3g}",
-            "this study": f"{union_size:.3g} ({len(per_eq)} equations, K={k})",
+            "this study": f"{union_size:.3g} ({len(per_eq)} equations, K={p.k})",
             "verdict": (
                 C.verdict(True)
                 if union_size == paper_size
                 else C.verdict(False, f"smaller: the equations' top-K lists overlap, {sum(len(c) for c in candidates)} of "
-                f"{len(per_eq) * k * sp.n_units} module slots distinct")
+                f"{len(per_eq) * p.k * sp.n_units} module slots distinct")
             )
-            if (len(per_eq) == n_eq and k == paper_k)
-            else C.not_comparable(f"{len(per_eq)} equations, K={k}"),
+            if (len(per_eq) == n_eq and p.k == paper_k)
+            else C.not_comparable(f"{len(per_eq)} equations, K={p.k}"),
         }
     )
     rows.append(
@@ -460,11 +429,11 @@ def claims(
             "claim": f"budget {paper.NAS_BUDGET} = {paper.NAS_INITIAL} + {paper.NAS_ITERATIONS} x "
             f"{(paper.NAS_BUDGET - paper.NAS_INITIAL) // paper.NAS_ITERATIONS} per search",
             "paper": f"{paper.NAS_BUDGET}",
-            "this study": f"{budget} = {n_initial} + {n_iterations} x {per_iteration}, {len(seeds)} seeds",
+            "this study": f"{p.budget} = {p.n_initial} + {p.n_iterations} x {p.per_iteration}, {len(p.seeds)} seeds",
             "verdict": C.note("same setting")
-            if budget == paper.NAS_BUDGET and (n_initial, n_iterations) == (paper.NAS_INITIAL, paper.NAS_ITERATIONS)
+            if p.budget == paper.NAS_BUDGET and (p.n_initial, p.n_iterations) == (paper.NAS_INITIAL, paper.NAS_ITERATIONS)
             else C.not_comparable("setting"),
         }
     )
-    claims = C.claims_table(rows, smoke=profile == "smoke")
+    claims = C.claims_table(rows, smoke=p.profile == "smoke")
     C.show_claims(claims, "06_evolutionary_nas", wide=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,35 +22,53 @@ from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
 from autobuild_lib.study.config import load_study_config
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import ChapterParams
+
+#: The study's own datasets for this chapter (Mini-Panoptic); "autobuild-release" reads the authors' cache.
+OWN = ("mini", "mini-ofa")
 
 
-def prepare(data_dir, dataset, equations, panoptic_dir, profile, seed):
-    """Panoptic segmentation: AutoBuild on pseudo labels against the fully fine-tuned front (Sec. 5.2, 7.7; Fig. 6)."""
-    NO_LABELS = con = d = eq_texts = full = labelled = pseudo = released = None
-    OWN = ("mini", "mini-ofa")
-    check_common(profile=profile, dataset=dataset, datasets=OWN + ("autobuild-release",), seed=seed)
-    if equations is None:
-        equations = list(pgen.EQUATIONS)
-    if isinstance(equations, str):
-        equations = [equations]
-    if not isinstance(equations, (list, tuple)) or not equations:
-        raise ValueError(f"equations must be a non-empty list of label-equation strings, got {equations!r}")
-    eqs = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
-    bad = [e.text for e in eqs if not set(e.metrics) <= {"PQ", "flops"}]
-    if bad:
-        raise ValueError(f"equations may use only PQ (%) and flops (MFLOPs) here; not: {bad}")
-    own = dataset in OWN
-    n_show = 2 if profile == "smoke" else 6  # sample mosaics shown with predictions
-    n_boot = 200 if profile == "smoke" else 2000  # bootstrap resamples of the pseudo-vs-full SRCC
-    smoke = " [smoke run: not evidence]" if profile == "smoke" else ""
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once; the profile resolved (smoke: fewer sample predictions
+    and bootstrap resamples)."""
 
-    if own:
+    DATASETS = OWN + ("autobuild-release",)
+    DATA_DIR_MAY_BE_NONE = True  # None: the data_dir of _config.yml
+    seed: int
+    data_dir: str | None
+    panoptic_dir: str
+    equations: list[str] | str | None
+    eqs: list[LabelEquation] = field(init=False, default_factory=list)
+    eq_texts: list[str] = field(init=False, default_factory=list)
+    own: bool = field(init=False, default=True)  # the study's own benchmark, not the authors' cache
+    n_show: int = field(init=False, default=6)  # sample mosaics shown with predictions
+    n_boot: int = field(init=False, default=2000)  # bootstrap resamples of the pseudo-vs-full SRCC
+
+    def resolve(self) -> None:
+        equations = list(pgen.EQUATIONS) if self.equations is None else self.equations
+        if isinstance(equations, str):
+            equations = [equations]
+        if not isinstance(equations, (list, tuple)) or not equations:
+            raise ValueError(f"equations must be a non-empty list of label-equation strings, got {equations!r}")
+        eqs = [LabelEquation.parse(e) for e in equations]  # raises ValueError naming what is not allowed
+        bad = [e.text for e in eqs if not set(e.metrics) <= {"PQ", "flops"}]
+        if bad:
+            raise ValueError(f"equations may use only PQ (%) and flops (MFLOPs) here; not: {bad}")
+        if not isinstance(self.panoptic_dir, str):
+            raise ValueError(f"panoptic_dir must be a path string ('' for the benchmark's), got {self.panoptic_dir!r}")
+        self._set(eqs=eqs, eq_texts=[e.text for e in eqs], own=self.dataset in OWN,
+                  n_show=2 if self.smoke else 6, n_boot=200 if self.smoke else 2000)
+
+
+def load_data(p: Params):
+    """The Mini-Panoptic benchmark (labels may be absent: ``NO_LABELS`` says why) or the authors' cache."""
+    NO_LABELS = con = d = full = labelled = pseudo = released = None
+    if p.own:
         d = pdata.load_mini_panoptic(
-            study.resolve_data_dir(panoptic_dir) if panoptic_dir else pdata.mini_panoptic_dir(), require_labels=False
+            study.resolve_data_dir(p.panoptic_dir) if p.panoptic_dir else pdata.mini_panoptic_dir(), require_labels=False
         )
         labelled = d.labelled
-        eq_texts = [e.text for e in eqs]
         pseudo, full, con = d.pseudo, d.full, None
         NO_LABELS = (
             f"(no labels in {d.root}: the pseudo stage labels only after the reliability check of the current "
@@ -64,33 +83,33 @@ def prepare(data_dir, dataset, equations, panoptic_dir, profile, seed):
         )
         if labelled:
             built = list(d.construction["equations"])
-            unknown = [e for e in eq_texts if e not in built]
+            unknown = [e for e in p.eq_texts if e not in built]
             if unknown:
                 raise ValueError(
                     f"equations {unknown} were not built in {d.root}; built: {built} "
                     "(the constructions stage builds autobuild_lib.benchmarks.panoptic.generate.EQUATIONS)"
                 )
-            con = d.constructed[d.constructed["equation"].isin(eq_texts)].reset_index(drop=True)
+            con = d.constructed[d.constructed["equation"].isin(p.eq_texts)].reset_index(drop=True)
             print(
-                f"profile={profile}  dataset={dataset}  benchmark: {d.root}\n{len(pseudo)} pseudo-labelled, "
-                f"{len(full)} fully fine-tuned, {len(con)} constructed architectures ({', '.join(eq_texts)})"
+                f"profile={p.profile}  dataset={p.dataset}  benchmark: {d.root}\n{len(pseudo)} pseudo-labelled, "
+                f"{len(full)} fully fine-tuned, {len(con)} constructed architectures ({', '.join(p.eq_texts)})"
             )
         else:
-            print(f"profile={profile}  dataset={dataset}  benchmark: {d.root}\n{NO_LABELS}")
+            print(f"profile={p.profile}  dataset={p.dataset}  benchmark: {d.root}\n{NO_LABELS}")
     else:
-        rel_dir = data_dir if data_dir is not None else load_study_config().get("data_dir", "data/released")
+        rel_dir = p.data_dir if p.data_dir is not None else load_study_config().get("data_dir", "data/released")
         study.require("autobuild-release", rel_dir, spaces=["mbv3"], panoptic=True)
         released = study.load_set("autobuild-release", "mbv3", rel_dir, panoptic=True).frame
         print(
-            f"profile={profile}  dataset={dataset}: {len(released)} architectures in the authors' MBv3 panoptic cache"
+            f"profile={p.profile}  dataset={p.dataset}: {len(released)} architectures in the authors' MBv3 panoptic cache"
         )
-    return NO_LABELS, con, d, eq_texts, eqs, full, labelled, n_boot, n_show, own, pseudo, released, smoke
+    return NO_LABELS, con, d, full, labelled, pseudo, released
 
 
-def released_labels(own, released):
+def released_labels(p: Params, released):
     """The authors' released panoptic labels."""
     rel_front = rf = None
-    if own:
+    if p.own:
         print("dataset = 'mini': the authors' cache is not used here (set dataset = 'autobuild-release' to show it)")
     else:
         need = ["pan_seg_PQ", "flops_pan_seg"]
@@ -133,26 +152,26 @@ def released_labels(own, released):
     return rel_front, rf
 
 
-def released_estimates(eqs, own, profile, rel_front, rf, seed):
+def released_estimates(p: Params, rel_front, rf):
     """AutoBuild on the released labels (estimates)."""
     est_summary = None
-    if own:
+    if p.own:
         print("dataset = 'mini': the constructed architectures are fine-tuned and evaluated for real below")
     else:
         from autobuild_lib.benchmarks.labelled import from_frame
         from autobuild_lib.core.build import build_equation, predict_archs
         from autobuild_lib.core.training import TrainConfig, train_predictor
 
-        rel_epochs = 20 if profile == "smoke" else paper.PANOPTIC_EPOCHS  # the paper's, on ~1.3k panoptic archs
+        rel_epochs = 20 if p.profile == "smoke" else paper.PANOPTIC_EPOCHS  # the paper's, on ~1.3k panoptic archs
         ls_rel = from_frame("mbv3", rf.assign(PQ=rf["pan_seg_PQ"], flops=rf["flops_pan_seg"]), source="released cache")
         res_rel = int(pd.Series([a.resolution for a in ls_rel.archs]).mode()[0])
-        cfg_rel = TrainConfig(epochs=rel_epochs, seed=seed)
+        cfg_rel = TrainConfig(epochs=rel_epochs, seed=p.seed)
         est = {
             m: train_predictor(ls_rel.graphs, ls_rel.frame[m].to_numpy(float), cfg_rel, progress=False)
             for m in ("PQ", "flops")
         }
         est_rows = []
-        for e in eqs:
+        for e in p.eqs:
             b = build_equation(ls_rel, e, cfg_rel)
             for a in b.construct(ls_rel.space, 2, resolution=res_rel):
                 est_rows.append({"equation": e.text, "arch": ls_rel.space.to_string(a)})
@@ -197,9 +216,9 @@ def released_estimates(eqs, own, profile, rel_front, rf, seed):
     return est_summary
 
 
-def the_task(d, n_show, own, seed):
+def the_task(p: Params, d):
     """The task."""
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     else:
         from autobuild_lib.benchmarks.miniofa.supernet import space_of
@@ -246,8 +265,8 @@ def the_task(d, n_show, own, seed):
             return rgb
 
         cfg, net = pdata.load_panoptic_model(d.root)
-        mos, calib = pdata.sample_mosaics(cfg, (seed + 1) * n_show)
-        pick = slice(seed * n_show, (seed + 1) * n_show)
+        mos, calib = pdata.sample_mosaics(cfg, (p.seed + 1) * p.n_show)
+        pick = slice(p.seed * p.n_show, (p.seed + 1) * p.n_show)
         images, gt_sem, gt_ins = mos.images[pick], mos.semantic[pick].long(), mos.instance[pick].long()
         sp = space_of("mbv3")
         subnets = {
@@ -263,15 +282,15 @@ def the_task(d, n_show, own, seed):
                 pq = 100 * pq_from_counts(pq_counts(sem, ins, gt_sem, gt_ins))
                 preds[name] = (sem, ins, count_flops(sub, cfg.size), pq)
         print(
-            f"2 subnets recalibrated on {len(calib)} calibration mosaics and run on {n_show} test mosaics "
+            f"2 subnets recalibrated on {len(calib)} calibration mosaics and run on {p.n_show} test mosaics "
             f"in {time.perf_counter() - t0:.1f} s"
         )
 
         cols = [("mosaic", None), ("ground truth", None)] + [
             (f"{n} subnet\n{fl:.1f} MFLOPs, PQ {pq:.1f}", n) for n, (_, _, fl, pq) in preds.items()
         ]
-        fig, axes = plt.subplots(n_show, len(cols), figsize=(2.4 * len(cols), 2.4 * n_show + 0.9), squeeze=False)
-        for r in range(n_show):
+        fig, axes = plt.subplots(p.n_show, len(cols), figsize=(2.4 * len(cols), 2.4 * p.n_show + 0.9), squeeze=False)
+        for r in range(p.n_show):
             panels = [images[r, 0].numpy(), colour(gt_sem[r], gt_ins[r])] + [
                 colour(preds[n][0][r], preds[n][1][r]) for _, n in cols[2:]
             ]
@@ -303,10 +322,10 @@ def measured_now(root, rel) -> bool:
     return rel.get("work") == want
 
 
-def reliability(d, labelled, own, pseudo):
+def reliability(p: Params, d, labelled, pseudo):
     """Label reliability first."""
     curve = rel = reliable = srcc_all = None
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     else:
         rel = d.reliability
@@ -383,9 +402,9 @@ def reliability(d, labelled, own, pseudo):
     return curve, rel, reliable, srcc_all
 
 
-def labelled_tables(NO_LABELS, full, labelled, own, pseudo):
+def labelled_tables(p: Params, NO_LABELS, full, labelled, pseudo):
     """The labelled tables."""
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     elif not labelled:
         print(NO_LABELS)
@@ -421,10 +440,10 @@ def labelled_tables(NO_LABELS, full, labelled, own, pseudo):
         plt.show()
 
 
-def pseudo_vs_full(NO_LABELS, full, labelled, n_boot, own, pseudo, seed):
+def pseudo_vs_full(p: Params, NO_LABELS, full, labelled, pseudo):
     """Do pseudo labels rank architectures like full fine-tuning?."""
     both = ci = srcc_pf = None
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     elif not labelled:
         print(NO_LABELS)
@@ -432,9 +451,9 @@ def pseudo_vs_full(NO_LABELS, full, labelled, n_boot, own, pseudo, seed):
         both = full.merge(pseudo[["arch", "pq", "pq_things"]], on="arch")
         srcc_pf = spearmanr(both["pq"], both["pq_full"])[0]
         tau_pf = kendalltau(both["pq"], both["pq_full"])[0]
-        rng = np.random.default_rng([seed, 7])
+        rng = np.random.default_rng([p.seed, 7])
         boot = []
-        for _ in range(n_boot):
+        for _ in range(p.n_boot):
             i = rng.integers(0, len(both), len(both))
             boot.append(spearmanr(both["pq"].to_numpy()[i], both["pq_full"].to_numpy()[i])[0])
         ci = np.nanpercentile(boot, [2.5, 97.5])
@@ -452,7 +471,7 @@ def pseudo_vs_full(NO_LABELS, full, labelled, n_boot, own, pseudo, seed):
         plt.show()
         display(
             Markdown(
-                f"SRCC {srcc_pf:.3f} (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f}, {n_boot} resamples), Kendall tau "
+                f"SRCC {srcc_pf:.3f} (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f}, {p.n_boot} resamples), Kendall tau "
                 f"{tau_pf:.3f}, over the {len(both)} architectures with both labels; {overlap} of the top {top_n} by fully "
                 f"fine-tuned PQ are also in the top {top_n} by pseudo PQ."
             )
@@ -460,16 +479,16 @@ def pseudo_vs_full(NO_LABELS, full, labelled, n_boot, own, pseudo, seed):
     return both, ci, srcc_pf
 
 
-def predictors(NO_LABELS, d, eq_texts, eqs, labelled, own, pseudo):
+def predictors(p: Params, NO_LABELS, d, labelled, pseudo):
     """The AutoBuild predictors."""
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     elif not labelled:
         print(NO_LABELS)
     else:
         cinfo = d.construction
         rows = []
-        for e in eqs:
+        for e in p.eqs:
             info = cinfo[e.text]
             y = e({"PQ": pseudo["pq"], "flops": pseudo["flops"]})
             rows.append(
@@ -485,7 +504,7 @@ def predictors(NO_LABELS, d, eq_texts, eqs, labelled, own, pseudo):
             )
         display(pd.DataFrame(rows).set_index("equation").T)
 
-        ms = d.module_scores[d.module_scores["equation"].isin(eq_texts)]
+        ms = d.module_scores[d.module_scores["equation"].isin(p.eq_texts)]
         top3 = ms.sort_values("score", ascending=False, kind="stable").groupby(["equation", "unit"], sort=False).head(3)
         top3 = top3.assign(entry=top3["module"] + "  (" + top3["score"].round(2).astype(str) + ")")
         table = (
@@ -513,10 +532,10 @@ def predictors(NO_LABELS, d, eq_texts, eqs, labelled, own, pseudo):
         display(layer_stats.to_frame())
 
 
-def fig6(NO_LABELS, con, eq_texts, full, labelled, own):
+def fig6(p: Params, NO_LABELS, con, full, labelled):
     """Fig. 6 analogue: constructed architectures against the fully fine-tuned front."""
     summary = None
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     elif not labelled:
         print(NO_LABELS)
@@ -533,8 +552,8 @@ def fig6(NO_LABELS, con, eq_texts, full, labelled, own):
             ok = front_pts[:, 1] >= pq
             return front_pts[ok, 0].min() if ok.any() else np.nan
 
-        palette = dict(zip(eq_texts, sns.color_palette("tab10", len(eq_texts))))
-        markers = dict(zip(eq_texts, "oDs^v<>p"))
+        palette = dict(zip(p.eq_texts, sns.color_palette("tab10", len(p.eq_texts))))
+        markers = dict(zip(p.eq_texts, "oDs^v<>p"))
         fig, ax = plt.subplots(figsize=(9, 5.8))
         ax.scatter(full["flops"], full["pq_full"], s=16, c="0.65", label=f"fully fine-tuned ({len(full)})", zorder=1)
         ax.step(
@@ -550,7 +569,7 @@ def fig6(NO_LABELS, con, eq_texts, full, labelled, own):
         for eq, g in con.groupby("equation", sort=False):
             pts = g[["flops", "pq_full"]].to_numpy(float)
             beyond = pareto.beyond_front(pts, front_pts, MAXIMIZE)
-            over = pts[:, 0] - np.array([front_flops_at(p) for p in pts[:, 1]])
+            over = pts[:, 0] - np.array([front_flops_at(q) for q in pts[:, 1]])
             hv_union = pareto.hypervolume(np.vstack([front_pts, pts]), ref_point, MAXIMIZE)
             ax.scatter(
                 g["flops"],
@@ -595,9 +614,9 @@ def fig6(NO_LABELS, con, eq_texts, full, labelled, own):
     return summary
 
 
-def fig6_table(NO_LABELS, full, labelled, own, summary):
+def fig6_table(p: Params, NO_LABELS, full, labelled, summary):
     """Fig. 6 analogue: constructed architectures against the fully fine-tuned front."""
-    if not own:
+    if not p.own:
         print("(shown on the study's Mini-Panoptic benchmark only: dataset = 'mini')")
     elif not labelled:
         print(NO_LABELS)
@@ -615,23 +634,7 @@ def fig6_table(NO_LABELS, full, labelled, own, summary):
 
 
 def claims(
-    both,
-    ci,
-    curve,
-    est_summary,
-    full,
-    labelled,
-    own,
-    pseudo,
-    rel,
-    rel_front,
-    reliable,
-    rf,
-    smoke,
-    srcc_all,
-    srcc_pf,
-    summary,
-    t_start,
+    p: Params, both, ci, curve, est_summary, full, labelled, pseudo, rel, rel_front, reliable, rf, srcc_all, srcc_pf, summary, t_start,
 ):
     """Paper vs this study."""
     SQRT, LOG = "sqrt(PQ) - sqrt(flops)", "PQ/log10(flops)"
@@ -643,7 +646,7 @@ def claims(
     def verdict(ok, checkable=True):
         return C.verdict(ok) if checkable else C.undetermined("equation not shown")
 
-    if own and not labelled:
+    if p.own and not labelled:
         from autobuild_lib.benchmarks.panoptic.reliability import spearman_brown_size
 
         why = C.undetermined("no labels: the reliability bar is not met")
@@ -678,7 +681,7 @@ def claims(
                 "verdict": why,
             },
         ]
-    elif own:
+    elif p.own:
         tab = summary.set_index("equation")
         has_sqrt, has_log = SQRT in tab.index, LOG in tab.index
         q75 = float(full["pq_full"].quantile(0.75))
@@ -781,5 +784,5 @@ def claims(
                 "verdict": why,
             },
         ]
-    C.show_claims(C.claims_table(rows, smoke=bool(smoke)), "07_panoptic")
+    C.show_claims(C.claims_table(rows, smoke=bool(p.smoke)), "07_panoptic")
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,30 +11,39 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from autobuild_lib.core.spaces import get_space
+from autobuild_lib.core.spaces import SearchSpace, get_space
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import ChapterParams, check_int
 
 
-def prepare(dataset, n_samples, profile, sd_dir, verify_members):
-    """Stable Diffusion inpainting: AutoBuild vs exhaustive search (Sec. 5.3, 7.9; Table 1, Table 3, Figs. 7, 15-17)."""
-    check_common(profile=profile, dataset=dataset)
-    if dataset == "autobuild-release":
-        raise study.DataMissing(
-            "the authors released no labels of their SD v1.4 U-Net variants (68 FIDs); this "
-            "chapter runs on the study's own Mini-SD benchmark: set dataset: mini-ofa"
-        )
-    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 1 <= n_samples <= 16:
-        raise ValueError(f"n_samples must be an int in [1, 16], got {n_samples!r}")
-    if not isinstance(verify_members, int) or isinstance(verify_members, bool) or not 0 <= verify_members <= 20:
-        raise ValueError(f"verify_members must be an int in [0, 20], got {verify_members!r}")
-    if profile == "smoke":
-        verify_members = 0
-    sp = get_space("sd")
-    print(f"profile={profile}  sd_dir={sd_dir}  space: {sp.size():,} architectures")
-    return sp, verify_members
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once; the profile resolved (smoke: no ensemble member re-trained).
+    The authors released no SD labels, so ``dataset = "autobuild-release"`` stops with DataMissing."""
+
+    seed: int
+    sd_dir: str
+    n_samples: int
+    verify_members: int
+    sp: SearchSpace | None = field(init=False, default=None)  # the SD U-Net search space
+
+    def resolve(self) -> None:
+        if self.dataset == "autobuild-release":
+            raise study.DataMissing(
+                "the authors released no labels of their SD v1.4 U-Net variants (68 FIDs); this "
+                "chapter runs on the study's own Mini-SD benchmark: set dataset: mini-ofa"
+            )
+        check_int("n_samples", self.n_samples, 1, 16)
+        check_int("verify_members", self.verify_members, 0, 20)
+        if not isinstance(self.sd_dir, str):
+            raise ValueError(f"sd_dir must be a path string ('' for data/mini-sd), got {self.sd_dir!r}")
+        self._set(verify_members=0 if self.smoke else self.verify_members, sp=get_space("sd"))
+
+    def summary(self) -> str:
+        """One line with the profile, the benchmark folder and the size of the space."""
+        return f"profile={self.profile}  sd_dir={self.sd_dir}  space: {self.sp.size():,} architectures"
 
 
 def reliability(d, lab):
@@ -62,16 +72,16 @@ def reliability(d, lab):
     return rel, reliable, run_diff, spread_68
 
 
-def ensemble(con, lab, seed, sp, verify_members):
+def ensemble(p: Params, con, lab):
     """The ensemble (Sec. 7.8)."""
-    if verify_members:
+    if p.verify_members:
         from autobuild_lib.core.ensemble import train_member
         from autobuild_lib.core.sd_graphs import SDTableBuilder
 
-        table = SDTableBuilder(sp)([sp.from_string(a) for a in lab["arch"]])
+        table = SDTableBuilder(p.sp)([p.sp.from_string(a) for a in lab["arch"]])
         y = -lab["fid"].to_numpy()
         rows = []
-        for m in [m for m in con["ensemble"] if m["seed"] == seed][:verify_members]:
+        for m in [m for m in con["ensemble"] if m["seed"] == p.seed][:p.verify_members]:
             res = train_member(table, y, m["seed"], m["fold"])
             rows.append(
                 {
@@ -117,12 +127,12 @@ def table3(d):
     return fe_best
 
 
-def constructed(d, sp):
+def constructed(p: Params, d):
     """The 8 constructed architectures (Figs. 15-17 analogues)."""
     con_t = d.constructed
 
     def draw(ax, arch, y, label):
-        a = sp.from_string(arch)
+        a = p.sp.from_string(arch)
         parts = [(f"in{s + 1}", a.channels[s], "".join("RA" if f else "R" for f in a.inputs[s])) for s in range(4)]
         parts += [("mid", a.middle_channels, "RAR")]
         parts += [
@@ -148,7 +158,7 @@ def constructed(d, sp):
     return con_t
 
 
-def table1(con_t, lab, sp):
+def table1(p: Params, con_t, lab):
     """Table 1 analogue."""
     PAPER_T1 = paper.TABLE1_FID
     groups = {
@@ -171,7 +181,7 @@ def table1(con_t, lab, sp):
     ).T
     display(t1.round(2))
     best_row = lab.loc[lab["fid"].idxmin()]
-    base_str = sp.to_string(sp.base_arch())
+    base_str = p.sp.to_string(p.sp.base_arch())
     ab_t = con_t[con_t["method"] == "autobuild"]
     base_flops = float(lab.loc[lab["arch"] == base_str, "flops"].iloc[0]) if (lab["arch"] == base_str).any() else np.nan
     display(
@@ -190,7 +200,7 @@ def table1(con_t, lab, sp):
     return groups
 
 
-def fig7_samples(con_t, d, n_samples):
+def fig7_samples(p: Params, con_t, d):
     """Fig. 7 analogue: inpainted samples."""
     smp = d.samples
     archs = list(smp["archs"])
@@ -198,9 +208,9 @@ def fig7_samples(con_t, d, n_samples):
     for i, a in enumerate(archs):
         meth = ", ".join(con_t.loc[con_t["arch"] == a, "method"].unique())
         rows_img.append((f"{meth}: FID {con_t.loc[con_t['arch'] == a, 'fid'].iloc[0]:.2f}", smp[f"arch_{i}"]))
-    fig, axes = plt.subplots(len(rows_img), n_samples, figsize=(1.3 * n_samples, 1.4 * len(rows_img)))
+    fig, axes = plt.subplots(len(rows_img), p.n_samples, figsize=(1.3 * p.n_samples, 1.4 * len(rows_img)))
     for r, (name, ims) in enumerate(rows_img):
-        for c in range(n_samples):
+        for c in range(p.n_samples):
             axes[r, c].imshow(ims[c, 0], cmap="gray", vmin=-1, vmax=1)
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
@@ -209,7 +219,7 @@ def fig7_samples(con_t, d, n_samples):
     plt.show()
 
 
-def claims(fe_best, groups, lab, profile, rel, reliable, run_diff, spread_68, t_start):
+def claims(p: Params, fe_best, groups, lab, rel, reliable, run_diff, spread_68, t_start):
     """Paper vs this study."""
     verdict = C.verdict
     (_, p_lab_mean, p_lab_best), (_, p_es_mean, p_es_best), (_, p_ab_mean, p_ab_best) = (
@@ -254,5 +264,5 @@ def claims(fe_best, groups, lab, profile, rel, reliable, run_diff, spread_68, t_
             "verdict": C.not_comparable("different data"),
         },
     ]
-    C.show_claims(C.claims_table(rows, smoke=profile == "smoke"), "08_sd_inpainting")
+    C.show_claims(C.claims_table(rows, smoke=p.profile == "smoke"), "08_sd_inpainting")
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

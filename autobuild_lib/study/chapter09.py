@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,19 +17,29 @@ from autobuild_lib.core.spaces import get_space
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import data as study
 from autobuild_lib.study import paper
-from autobuild_lib.study.params import check_common
+from autobuild_lib.study.params import ChapterParams
 
 
-def prepare(dataset, profile):
-    """Hardware-aware U-Nets: Constrained vs Unconstrained AutoBuild vs ES (Sec. 7.10, Fig. 18)."""
-    check_common(profile=profile, dataset=dataset)
-    if dataset == "autobuild-release":
-        raise study.DataMissing(
-            "the authors released no labels of their SD v1.4 U-Net variants (90 FIDs); this "
-            "chapter runs on the study's own Mini-SD benchmark: set dataset: mini-ofa"
-        )
-    hw = get_space("sd-hw")
-    print(f"profile={profile}  hardware space: {hw.size():,} architectures")
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters, checked once.  The authors released no SD labels, so
+    ``dataset = "autobuild-release"`` stops with DataMissing."""
+
+    seed: int
+    sd_dir: str
+
+    def resolve(self) -> None:
+        if self.dataset == "autobuild-release":
+            raise study.DataMissing(
+                "the authors released no labels of their SD v1.4 U-Net variants (90 FIDs); this "
+                "chapter runs on the study's own Mini-SD benchmark: set dataset: mini-ofa"
+            )
+        if not isinstance(self.sd_dir, str):
+            raise ValueError(f"sd_dir must be a path string ('' for data/mini-sd), got {self.sd_dir!r}")
+
+    def summary(self) -> str:
+        """One line with the profile and the size of the hardware space."""
+        return f"profile={self.profile}  hardware space: {get_space('sd-hw').size():,} architectures"
 
 
 def fig18(METRICS, con, d, lab):
@@ -102,7 +113,7 @@ def fig18_table(METRICS, d, lab):
     )
 
 
-def claims(lab, names, profile, summary, t_start):
+def claims(p: Params, lab, names, summary, t_start):
     """Paper vs this study."""
     beat = summary.pivot(index="metric", columns="method", values="beat the front")
     n_ab, n_un, n_es = (int(beat[names[m]].sum()) for m in ("autobuild", "unconstrained", "es"))
@@ -127,5 +138,5 @@ def claims(lab, names, profile, summary, t_start):
             "verdict": C.note("same setting") if len(lab) == paper.SD_HW_LABELLED else C.not_comparable("setting"),
         },
     ]
-    C.show_claims(C.claims_table(rows, smoke=profile == "smoke"), "09_sd_pareto")
+    C.show_claims(C.claims_table(rows, smoke=p.profile == "smoke"), "09_sd_pareto")
     print(f"chapter time: {time.perf_counter() - t_start:.0f} s")

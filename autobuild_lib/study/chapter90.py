@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from autobuild_lib.paths import BOOK_DIR
 from autobuild_lib.study.claims import CLAIMS_ENV, load_claims
+from autobuild_lib.study.params import ChapterParams
 
 
-def prepare(dataset, profile):
-    """AutoBuild, reproduced: the paper's claims and this study's verdicts."""
+@dataclass(frozen=True, kw_only=True)
+class Params(ChapterParams):
+    """The notebook's parameters (only shown: this page runs no experiment), checked once."""
+
+    seed: int
+
+
+def load(p: Params):
+    """AutoBuild, reproduced: every chapter's recorded claims and this study's verdicts."""
     claims_dir = os.environ.get(CLAIMS_ENV) or str(BOOK_DIR / "chapters" / "claims")
     claims = load_claims(claims_dir)
     chapters = sorted(claims["chapter"].unique())
     display(
         Markdown(
             f"{len(claims)} claims from {len(chapters)} chapters ({', '.join(chapters) or 'none'}); "
-            f"profile of this build: `{profile}`, dataset: `{dataset}`."
+            f"profile of this build: `{p.profile}`, dataset: `{p.dataset}`."
         )
     )
     return claims

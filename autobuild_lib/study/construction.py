@@ -43,7 +43,7 @@ from autobuild_lib.core.training import TrainConfig
 __all__ = ["OBJECTIVES", "reference_point", "hypervolume_clipped",
            "front_gain_table", "SearchMetrics", "run_search_grid", "search_history", "hypervolume_summary",
            "hypervolume_curves", "seconds_per_new_arch", "resolve_eval_cache",
-           "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "chapter05_settings", "chapter06_settings", "evenly_spaced",
+           "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "resolve_predictor_cache", "chapter05_settings", "chapter06_settings", "evenly_spaced",
            "ConstructionPlan", "plan_construction", "with_predicted_latency", "chapter05_plan", "chapter05_archs", "measure_constructed_latency", "fill_chapter05_cache",
            "archs_digest"]
 
@@ -315,8 +315,30 @@ CHAPTER05_EQUATIONS: tuple[str, ...] = (
 ``acc`` in % and ``latency_cpu`` in ms): accuracy only; accuracy discounted by log-latency; the
 accuracy/latency ratio; their difference.  Chapter 05's ``equations`` parameter defaults to these."""
 
-DEFAULT_PREDICTOR_CACHE = ".cache/predictors"
-"""Where the chapters keep trained predictors (relative to the repository root; not committed)."""
+DEFAULT_PREDICTOR_CACHE = "auto"
+"""Where the chapters keep trained predictors by default: see :func:`resolve_predictor_cache`."""
+
+
+def resolve_predictor_cache(predictor_cache: str | Path | None, profile: str, dataset: str) -> Path | None:
+    """Where a chapter keeps its trained predictors (the one predictor cache of ``core.build``).
+
+    ``"auto"``: in the full profile on the Mini-OFA benchmark, ``<benchmark>/predictors/`` next to
+    ``evaluations.sqlite``: committed, so a fresh clone rebuilds the constructed architectures
+    of chapters 04-06 without retraining on another CPU.  Otherwise (smoke runs, the authors'
+    release) ``.cache/predictors``, which is not committed, so smoke runs never write into
+    ``data/``.  ``""`` or None: no cache.  Anything else is a folder (relative paths are taken
+    from the repository root).
+    """
+    from autobuild_lib.paths import REPO_ROOT
+    from autobuild_lib.study.data import mini_ofa_dir
+
+    if predictor_cache is None or str(predictor_cache) == "":
+        return None
+    if str(predictor_cache) == "auto":
+        return mini_ofa_dir() / "predictors" if (profile == "full" and dataset == "mini-ofa") \
+            else REPO_ROOT / ".cache" / "predictors"
+    p = Path(predictor_cache)
+    return p if p.is_absolute() else REPO_ROOT / p
 
 PROFILES = ("smoke", "full")
 
@@ -441,15 +463,6 @@ def plan_construction(ls: LabelledSet, equations: Sequence[str | LabelEquation],
     return ConstructionPlan(ls.space, builds, constructed, to_eval)
 
 
-def _predictor_cache_dir(predictor_cache: str | Path | None) -> Path | None:
-    from autobuild_lib.paths import REPO_ROOT
-
-    if predictor_cache is None or str(predictor_cache) == "":
-        return None
-    p = Path(predictor_cache)
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
 def chapter05_plan(space: str, dataset: str = "mini-ofa", data_dir: str | Path | None = None,
                    profile: str = "full", equations: Sequence[str] = CHAPTER05_EQUATIONS, k: int = 3,
                    epochs: int = 200, seed: int = 0,
@@ -462,7 +475,7 @@ def chapter05_plan(space: str, dataset: str = "mini-ofa", data_dir: str | Path |
     st = chapter05_settings(profile, equations, k, epochs)
     ls = study.load_set(dataset, space, data_dir, n=st["n_train"], seed=seed)
     return plan_construction(ls, st["equations"], st["k"], TrainConfig(epochs=st["epochs"], seed=seed),
-                             _predictor_cache_dir(predictor_cache), st["n_eval"])
+                             resolve_predictor_cache(predictor_cache, profile, dataset), st["n_eval"])
 
 
 def archs_digest(keys: Sequence[str]) -> str:

@@ -330,3 +330,15 @@ def test_the_benchmarks_latency_model_is_checked_and_named(tmp_path):
         load_latency_model("mbv3", tmp_path)
     with pytest.raises(ValueError, match="unknown Mini-OFA space"):
         load_latency_model("resnet", tmp_path)
+
+
+def test_predictor_cache_is_committed_only_for_full_runs_on_mini_ofa(tmp_path):
+    from autobuild_lib.paths import REPO_ROOT
+    from autobuild_lib.study.data import mini_ofa_dir
+
+    assert C.resolve_predictor_cache("auto", "full", "mini-ofa") == mini_ofa_dir() / "predictors"
+    for profile, dataset in (("smoke", "mini-ofa"), ("full", "autobuild-release")):
+        assert C.resolve_predictor_cache("auto", profile, dataset) == REPO_ROOT / ".cache" / "predictors"
+    assert C.resolve_predictor_cache("", "full", "mini-ofa") is None
+    assert C.resolve_predictor_cache("x/y", "full", "mini-ofa") == REPO_ROOT / "x" / "y"
+    assert C.resolve_predictor_cache(str(tmp_path), "smoke", "mini-ofa") == tmp_path
