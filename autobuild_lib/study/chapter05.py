@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,46 +17,28 @@ from autobuild_lib.benchmarks.miniofa.latency_outside import load_outside
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build, pareto
 from autobuild_lib.core.equations import LabelEquation
-from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
-from autobuild_lib.study.params import ChapterParams, parse_equations
+from autobuild_lib.study.params import parse_equations
 
 
 @dataclass(frozen=True, kw_only=True)
-class Params(ChapterParams):
+class Params(construction.ConstructionParams):
     """The notebook's parameters, checked once; the profile resolved by ``construction.chapter05_settings``
     (full: the paper's setting; smoke: a tiny end-to-end run)."""
 
-    seed: int
-    seeds: list[int]
-    data_dir: str
-    space: str
-    equations: list[str]
-    k: int
-    epochs: int
-    latency_epochs: int
-    eval_cache: str
-    predictor_cache: str
-    eqs: list[LabelEquation] = field(init=False, default_factory=list)
-    n_train: int | None = field(init=False, default=None)  # None: every labelled architecture
     n_eval: int | None = field(init=False, default=None)  # None: every constructed architecture
-    config: TrainConfig | None = field(init=False, default=None)
-    pcache: Path | None = field(init=False, default=None)
 
     def resolve(self) -> None:
         parsed = parse_equations(self.equations)
-        for name in ("eval_cache", "predictor_cache"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a path string, got {getattr(self, name)!r}")
+        self._check_caches()
         settings = construction.chapter05_settings(self.profile, [e.text for e in parsed], self.k, self.epochs,
                                                    self.latency_epochs)
         self._set(eqs=[LabelEquation.parse(e) for e in settings["equations"]], k=settings["k"],
                   epochs=settings["epochs"], latency_epochs=settings["latency_epochs"],
-                  n_train=settings["n_train"], n_eval=settings["n_eval"],
-                  config=TrainConfig(epochs=settings["epochs"], seed=self.seed),
-                  pcache=construction.resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset))
+                  n_train=settings["n_train"], n_eval=settings["n_eval"])
+        self._set_training(settings["epochs"])
 
     def summary(self) -> str:
         """One line with the resolved settings."""

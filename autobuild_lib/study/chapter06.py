@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,42 +15,26 @@ from IPython.display import Markdown, display
 from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build
-from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
-from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
-from autobuild_lib.study.params import ChapterParams, parse_equations
+from autobuild_lib.study.params import parse_equations
 
 
 @dataclass(frozen=True, kw_only=True)
-class Params(ChapterParams):
+class Params(construction.ConstructionParams):
     """The notebook's parameters, checked once; the profile resolved by ``construction.chapter06_settings``
     (full: the paper's setting; smoke: a tiny end-to-end run).  Layer-Insight schemes are dropped
     outside MBv3 (``dropped``)."""
 
-    seed: int
-    seeds: list[int]
-    data_dir: str
-    space: str
-    equations: list[str]
-    k: int
     schemes: list[str]
     n_initial: int
     n_iterations: int
     per_iteration: int
     accuracy: str
-    epochs: int
-    latency_epochs: int
-    eval_cache: str
-    predictor_cache: str
-    eqs: list[LabelEquation] = field(init=False, default_factory=list)
     budget: int = field(init=False, default=0)
-    n_train: int | None = field(init=False, default=None)  # None: every labelled architecture
     dropped: list[str] = field(init=False, default_factory=list)
-    config: TrainConfig | None = field(init=False, default=None)
-    pcache: Path | None = field(init=False, default=None)
 
     def resolve(self) -> None:
         eqs = parse_equations(self.equations)
@@ -59,18 +42,15 @@ class Params(ChapterParams):
         if (not isinstance(schemes, (list, tuple)) or not schemes or len(set(schemes)) != len(schemes)
                 or any(s not in SCHEMES for s in schemes)):
             raise ValueError(f"schemes must be distinct names from {list(SCHEMES)}, got {schemes}")
-        for name in ("eval_cache", "predictor_cache"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a path string, got {getattr(self, name)!r}")
+        self._check_caches()
         st = construction.chapter06_settings(self.profile, self.k, self.n_initial, self.n_iterations,
                                              self.per_iteration, self.epochs, self.latency_epochs, self.accuracy,
                                              self.dataset)
         dropped = [s for s in schemes if s.startswith("layer-insight") and self.space != "mbv3"]
         self._set(eqs=eqs, dropped=dropped, schemes=[s for s in schemes if s not in dropped],
-                  config=TrainConfig(epochs=st["epochs"], seed=self.seed),
-                  pcache=construction.resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset),
                   **{x: st[x] for x in ("k", "n_initial", "n_iterations", "per_iteration", "epochs",
                                         "latency_epochs", "accuracy", "n_train", "budget")})
+        self._set_training(st["epochs"])
 
     def summary(self) -> str:
         """The resolved settings, and the schemes dropped for this space."""

@@ -26,7 +26,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,12 @@ from autobuild_lib.core.equations import LabelEquation
 from autobuild_lib.core.search import MutationScheme, SearchResult, evolutionary_search
 from autobuild_lib.core.spaces.ofa import OFAArch, OFASpace
 from autobuild_lib.core.training import TrainConfig
+from autobuild_lib.study.params import ChapterParams
 
 __all__ = ["OBJECTIVES", "reference_point", "hypervolume_clipped",
            "front_gain_table", "SearchMetrics", "run_search_grid", "search_history", "hypervolume_summary",
            "hypervolume_curves", "seconds_per_new_arch", "resolve_eval_cache",
-           "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "resolve_predictor_cache", "chapter05_settings", "chapter06_settings", "evenly_spaced",
+           "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "resolve_predictor_cache", "ConstructionParams", "chapter05_settings", "chapter06_settings", "evenly_spaced",
            "ConstructionPlan", "plan_construction", "with_predicted_latency", "chapter05_plan", "chapter05_archs", "measure_constructed_latency", "fill_chapter05_cache",
            "archs_digest"]
 
@@ -342,6 +343,38 @@ def resolve_predictor_cache(predictor_cache: str | Path | None, profile: str, da
 
 PROFILES = ("smoke", "full")
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConstructionParams(ChapterParams):
+    """The parameters chapters 05 and 06 share (their notebooks' cells name them alike): label
+    equations, K, predictor schedules and the two caches; a subclass resolves the profile and
+    fills ``eqs``, ``n_train``, ``config`` and ``pcache``."""
+
+    seed: int
+    seeds: list[int]
+    data_dir: str
+    space: str
+    equations: list[str]
+    k: int
+    epochs: int
+    latency_epochs: int
+    eval_cache: str
+    predictor_cache: str
+    eqs: list[LabelEquation] = field(init=False, default_factory=list)
+    n_train: int | None = field(init=False, default=None)  # None: every labelled architecture
+    config: TrainConfig | None = field(init=False, default=None)
+    pcache: Path | None = field(init=False, default=None)
+
+    def _check_caches(self) -> None:
+        for name in ("eval_cache", "predictor_cache"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a path string, got {getattr(self, name)!r}")
+
+    def _set_training(self, epochs: int) -> None:
+        """The predictors' training config and cache folder for the resolved ``epochs``."""
+        self._set(config=TrainConfig(epochs=epochs, seed=self.seed),
+                  pcache=resolve_predictor_cache(self.predictor_cache, self.profile, self.dataset))
 
 def chapter05_settings(profile: str = "full", equations: Sequence[str] = CHAPTER05_EQUATIONS, k: int = 3,
                        epochs: int = 200, latency_epochs: int = 500) -> dict:
