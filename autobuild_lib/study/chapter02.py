@@ -51,8 +51,7 @@ class Params(ChapterParams):
         lr = default["lr"] if self.lr is None else self.lr
         batch_size = default["batch_size"] if self.batch_size is None else self.batch_size
         check_int("epochs", epochs, 1)
-        check_number("lr", lr, 0, 1)
-        if lr in (0, 1):
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < 1):
             raise ValueError(f"lr must be a number in (0, 1) or None, got {lr!r}")
         check_int("batch_size", batch_size, 2)
         check_number("srcc_tol", self.srcc_tol, 0, 1)

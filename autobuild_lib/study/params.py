@@ -64,22 +64,17 @@ def parse_equations(equations: object, metrics: Sequence[str] = ("acc", "latency
     return parsed
 
 
-def check_int(name: str, value: object, low: int, high: int | None = None, none_ok: bool = False) -> None:
-    """``value`` is an int in ``[low, high]`` (or None when ``none_ok``), else a one-line ValueError."""
-    if none_ok and value is None:
-        return
+def check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    """``value`` is an int in ``[low, high]`` (no upper bound when ``high`` is None), else a one-line ValueError."""
     if not (is_int(value) and value >= low and (high is None or value <= high)):
         span = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an int {span}{' or None' if none_ok else ''}, got {value!r}")
+        raise ValueError(f"{name} must be an int {span}, got {value!r}")
 
 
-def check_number(name: str, value: object, low: float, high: float, none_ok: bool = False) -> None:
-    """``value`` is a number in ``[low, high]`` (or None when ``none_ok``), else a one-line ValueError."""
-    if none_ok and value is None:
-        return
+def check_number(name: str, value: object, low: float, high: float) -> None:
+    """``value`` is a number in ``[low, high]``, else a one-line ValueError."""
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high):
-        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]{' or None' if none_ok else ''}, "
-                         f"got {value!r}")
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
 
 
 def check_bool(name: str, value: object) -> None:
