@@ -323,6 +323,25 @@ def _add_chapter05(sub) -> None:
                            "with the space's round protocol, and the latency predictor's error on them (run with "
                            "nothing else on the machine)")
     s.set_defaults(func=_chapter05)
+def _chapter06(args: argparse.Namespace) -> None:
+    """``chapter06 --fill``: run chapter 06's full-profile searches so its evaluation cache holds every accuracy."""
+    from autobuild_lib.study import chapter06
+
+    p = chapter06.notebook_params(space=args.space)
+    print(p.summary(), flush=True)
+    for run in chapter06.fill_cache(p, n_jobs=args.n_jobs):
+        print(json.dumps(run), flush=True)
+
+
+def _add_chapter06(sub) -> None:
+    s = sub.add_parser("chapter06", help="fill chapter 06's evaluation cache (the notebook's full-profile searches)")
+    s.add_argument("--space", default="mbv3", choices=["mbv3", "pn"])
+    s.add_argument("--n-jobs", type=_positive, default=1, help="searches run at once, one core each")
+    s.add_argument("--fill", action="store_true", required=True,
+                   help="run every scheme x seed search of the notebook's parameters cell (resumable)")
+    s.set_defaults(func=_chapter06)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -467,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_generate_staged)
 
     _add_chapter05(sub)
+    _add_chapter06(sub)
 
     s = sub.add_parser("book", help="execute the notebooks and render the book")
     s.add_argument("--profile", choices=["smoke", "full"], help="default: _config.yml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import time
 from dataclasses import dataclass, field
@@ -9,13 +10,17 @@ from dataclasses import dataclass, field
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import papermill as pm
 import seaborn as sns
+import torch
 from IPython.display import Markdown, display
+from joblib import Parallel, delayed
 
 from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build
 from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
+from autobuild_lib.paths import NOTEBOOK_DIR
 from autobuild_lib.study import claims as C
 from autobuild_lib.study import construction, paper
 from autobuild_lib.study import data as study
@@ -110,9 +115,14 @@ def data_and_cost(p: Params):
     return frame, keys, l1, ls, s_per, sp
 
 
+def _builds(p: Params, ls) -> dict:
+    """One AutoBuild predictor (trained or loaded from the predictor cache) per label equation."""
+    return {e.text: b for e, b in zip(p.eqs, build.build_equations(ls, p.eqs, p.config, cache_dir=p.pcache))}
+
+
 def nas_space(p: Params, ls, sp):
     """The AutoBuild-NAS space: union of the equations' top-K modules."""
-    builds = {e.text: b for e, b in zip(p.eqs, build.build_equations(ls, p.eqs, p.config, cache_dir=p.pcache))}
+    builds = _builds(p, ls)
     per_eq = [b.top(p.k) for b in builds.values()]
     candidates = union_candidates(per_eq)
     cand_table = pd.DataFrame(
@@ -417,3 +427,49 @@ def claims(
     )
     claims = C.claims_table(rows, smoke=p.profile == "smoke")
     C.show_claims(claims, "06_evolutionary_nas", wide=True)
+
+
+# ----------------------------------------------------------------------------- cache filling
+NOTEBOOK = NOTEBOOK_DIR / "06_evolutionary_nas.ipynb"
+
+
+def notebook_params(**overrides) -> Params:
+    """:class:`Params` from the notebook's parameters cell (its defaults: the full profile, the
+    paper's setting), with ``overrides``; so the cache filler runs exactly the searches the notebook runs."""
+    declared = pm.inspect_notebook(str(NOTEBOOK))
+    values = {name: ast.literal_eval(d["default"]) for name, d in declared.items()}  # literals only
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise ValueError(f"chapter 06 has no parameter {sorted(unknown)}; it has {sorted(values)}")
+    return Params(**{**values, **overrides})
+
+
+def _fill_run(p: Params, scheme: str, seed: int) -> dict:
+    """One (scheme, seed) search of the full profile, run only for the evaluations it caches."""
+    torch.set_num_threads(1)
+    ls = study.load_set(p.dataset, p.space, p.data_dir, n=p.n_train, seed=p.seed)
+    sp = ls.space
+    candidates = union_candidates([b.top(p.k) for b in _builds(p, ls).values()]) if scheme == "autobuild" else None
+    model, _ = load_latency_model(p.space, study.mini_ofa_dir())
+    ev = study.evaluator(p.dataset, cache=construction.resolve_eval_cache(p.eval_cache, p.profile,
+                                                                         study.mini_ofa_dir()), latency="skip")
+    metrics = construction.SearchMetrics(sp, p.space, evaluator=ev, latency_fn=build.LazyLatencyPredictor.of(model, {}))
+    t0 = time.perf_counter()
+    construction.run_search_grid(sp, {scheme: make_scheme(scheme, sp, candidates)}, metrics, [seed], p.n_initial,
+                                 p.n_iterations, p.per_iteration)
+    src = metrics.provenance()["source"].value_counts().to_dict()
+    return {"scheme": scheme, "seed": int(seed), "distinct archs": int(sum(src.values())),
+            **{str(k): int(v) for k, v in src.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def fill_cache(p: Params, n_jobs: int = 1) -> list[dict]:
+    """Run every (scheme, seed) search of ``p`` (full profile, accuracy from the evaluator) so that the
+    notebook finds every accuracy in the evaluation cache.  The searches are deterministic (fixed seeds,
+    cached evaluations return the stored values), so the notebook retraces exactly these paths.
+    Resumable: the evaluator commits one row at a time.  ``n_jobs`` searches run at once (one core each);
+    returns one summary per search (counts by source: benchmark, cache, computed)."""
+    if p.accuracy != "evaluator":
+        raise ValueError(f"only the evaluator mode has a cache to fill (this setting uses accuracy={p.accuracy!r}: "
+                         "run the full profile on mini-ofa)")
+    runs = [(s, seed) for s in p.schemes for seed in p.seeds]
+    return list(Parallel(n_jobs=n_jobs)(delayed(_fill_run)(p, s, seed) for s, seed in runs))
