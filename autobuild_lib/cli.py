@@ -329,8 +329,7 @@ def _chapter06(args: argparse.Namespace) -> None:
 
     p = chapter06.notebook_params(space=args.space)
     print(p.summary(), flush=True)
-    for run in chapter06.fill_cache(p, n_jobs=args.n_jobs):
-        print(json.dumps(run), flush=True)
+    chapter06.fill_cache(p, n_jobs=args.n_jobs)
 
 
 def _add_chapter06(sub) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -462,14 +463,25 @@ def _fill_run(p: Params, scheme: str, seed: int) -> dict:
             **{str(k): int(v) for k, v in src.items()}, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def fill_cache(p: Params, n_jobs: int = 1) -> list[dict]:
+def fill_cache(p: Params, n_jobs: int = 1, progress: bool = True) -> list[dict]:
     """Run every (scheme, seed) search of ``p`` (full profile, accuracy from the evaluator) so that the
     notebook finds every accuracy in the evaluation cache.  The searches are deterministic (fixed seeds,
     cached evaluations return the stored values), so the notebook retraces exactly these paths.
-    Resumable: the evaluator commits one row at a time.  ``n_jobs`` searches run at once (one core each);
-    returns one summary per search (counts by source: benchmark, cache, computed)."""
+    Resumable: the evaluator commits one row at a time.  ``n_jobs`` searches run at once (one core each).
+    Each finished search of the benchmark's cache is logged as its stage ``chapter06_fill`` (and printed
+    when ``progress``).  Returns one summary per search (counts by source: benchmark, cache, computed)."""
     if p.accuracy != "evaluator":
         raise ValueError(f"only the evaluator mode has a cache to fill (this setting uses accuracy={p.accuracy!r}: "
                          "run the full profile on mini-ofa)")
+    from autobuild_lib.benchmarks.pipeline.stages import now_utc
+
     runs = [(s, seed) for s in p.schemes for seed in p.seeds]
-    return list(Parallel(n_jobs=n_jobs)(delayed(_fill_run)(p, s, seed) for s, seed in runs))
+    out = []
+    for rec in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_fill_run)(p, s, seed)
+                                                                         for s, seed in runs):
+        if p.eval_cache == "auto" and p.profile == "full":  # the benchmark's cache: each search logged at once
+            construction.log_fill("chapter06_fill", {"space": p.space, **rec}, now_utc(), rec["seconds"])
+        if progress:
+            print(json.dumps(rec), flush=True)
+        out.append(rec)
+    return out

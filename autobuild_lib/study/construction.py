@@ -544,17 +544,46 @@ def measure_constructed_latency(space: str, keys: Sequence[str], n: int = 100, p
                            progress=progress)
 
 
+def log_fill(stage: str, record: dict, started_utc: str, wall_s: float) -> None:
+    """Log one finished cache fill (``record`` has ``space``) as stage ``stage`` of the Mini-OFA
+    benchmark in ``runs.jsonl``, then rewrite the data card and the manifest: the card's wall-time
+    table shows what the committed caches cost, and on which machine."""
+    from autobuild_lib.benchmarks.miniofa.card import write_card
+    from autobuild_lib.benchmarks.miniofa.constants import MANIFEST_EXCLUDE
+    from autobuild_lib.benchmarks.miniofa.labels import machine_info
+    from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
+    from autobuild_lib.benchmarks.pipeline.stages import log_run
+    from autobuild_lib.benchmarks.pipeline.workunits import folder_lock
+    from autobuild_lib.study import data as study
+
+    root = study.mini_ofa_dir()
+    with folder_lock(root):
+        log_run(root, {**record, "stage": stage, "started_utc": started_utc, "wall_s": round(wall_s, 2),
+                       "n_jobs": 1, "machine": machine_info()})
+        write_card(root)
+        write_manifest(root, exclude=MANIFEST_EXCLUDE)
+
+
 def fill_chapter05_cache(space: str, cache: str | Path | None = None, progress: bool = True,
                          **kwargs) -> pd.DataFrame:
     """Evaluate :func:`chapter05_archs` with the Mini-OFA evaluator (accuracy only: the chapter predicts
     the latency of new architectures with the benchmark's latency model) so that
     the chapter's full profile finds them all cached.  ``cache`` defaults to the evaluator's
-    (``<mini-ofa dir>/evaluations.sqlite``, the one the full profile reads).  Resumable: rows are
+    (``<mini-ofa dir>/evaluations.sqlite``, the one the full profile reads); a fill of that cache is
+    logged as the benchmark's stage ``chapter05_fill`` (:func:`log_fill`).  Resumable: rows are
     committed one by one and never recomputed.  Returns :meth:`Evaluator.evaluate_many`'s frame."""
     from autobuild_lib.study import data as study
 
     if kwargs.get("dataset", "mini-ofa") != "mini-ofa":
         raise ValueError("only the Mini-OFA benchmark can evaluate new architectures")
+    from autobuild_lib.benchmarks.pipeline.stages import now_utc
+
+    t0, started = time.perf_counter(), now_utc()
     keys = chapter05_archs(space, **kwargs)
     ev = study.evaluator("mini-ofa", cache=cache, latency="skip")  # latency: the benchmark's predictor
-    return ev.evaluate_many(space, keys, progress=progress)
+    frame = ev.evaluate_many(space, keys, progress=progress)
+    if cache is None:
+        log_fill("chapter05_fill", {"space": space, "archs": len(keys), "list": archs_digest(keys),
+                                    **{str(k): int(v) for k, v in frame["source"].value_counts().items()}},
+                 started, time.perf_counter() - t0)
+    return frame

@@ -115,6 +115,17 @@ def test_manifest_skips_temporaries(tmp_path):
     assert set(json.loads((tmp_path / MANIFEST_NAME).read_text())["sha256"]) == {"t.csv"}
 
 
+
+def test_mini_ofa_manifest_leaves_out_the_committed_caches(tmp_path):
+    from autobuild_lib.benchmarks.miniofa.constants import MANIFEST_EXCLUDE
+
+    for rel in ("mbv3.csv", "evaluations.sqlite", "predictors/predictor-ab.pt", "work/mbv3/acc/shard-00000.jsonl"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("1\n")
+    write_manifest(tmp_path, exclude=MANIFEST_EXCLUDE)
+    assert set(json.loads((tmp_path / MANIFEST_NAME).read_text())["sha256"]) == {
+        "mbv3.csv", "work/mbv3/acc/shard-00000.jsonl"}
+
 # ------------------------------------------------------------------ CLI probes
 def _startup_s() -> float:
     """The CLI's own start-up: interpreter plus the modules every command below imports."""

@@ -28,6 +28,9 @@ LABEL_COLUMNS = ("acc", "acc_a", "acc_b", "ce", "flops", "n_params", "latency_cp
 #: second bar, SRCC(acc, depth) >= 0.3, is dropped: at 48-56 px with stem stride 2 depth hardly
 #: changes accuracy, a property of this benchmark that the data card and chapters 01/04 report.
 ACC_SPLIT_HALF_BAR = {"mbv3": 0.9, "pn": 0.85}
+# Committed caches, not data: the chapters' evaluations of new architectures and their full-profile
+# predictors. The manifest leaves them out (they grow whenever a chapter evaluates something new).
+MANIFEST_EXCLUDE = (".partial-", "evaluations.sqlite", "predictors")
 
 
 def regenerate_command(space: str) -> str:

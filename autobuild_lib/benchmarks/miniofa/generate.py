@@ -56,6 +56,7 @@ from autobuild_lib.benchmarks.miniofa.constants import (
     LABEL_COLUMNS,
     LATENCY_BUDGET_S,
     LATENCY_PILOT,
+    MANIFEST_EXCLUDE,
     MINI_OFA_DIR,
     STAGES,
     UNIT_COLUMNS,
@@ -124,7 +125,7 @@ def training_config(space: str, design: str | SupernetConfig = FINAL_DESIGN) -> 
 
 
 def _manifest(root: Path) -> None:
-    write_manifest(root, exclude=(".partial-", "evaluations.sqlite"))
+    write_manifest(root, exclude=MANIFEST_EXCLUDE)
 
 
 def _train_supernet(space: str, root: Path, design: str | SupernetConfig, work_dir: Path,

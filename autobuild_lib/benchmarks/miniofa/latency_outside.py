@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from autobuild_lib.benchmarks.miniofa.card import write_card
-from autobuild_lib.benchmarks.miniofa.constants import MINI_OFA_DIR, load_latency_model
+from autobuild_lib.benchmarks.miniofa.constants import MANIFEST_EXCLUDE, MINI_OFA_DIR, load_latency_model
 from autobuild_lib.benchmarks.miniofa.latency_rounds import load_protocol, rounds_store, run_rounds, summarise_rounds
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
@@ -50,7 +50,7 @@ def measure_outside(space: str, archs: Sequence[str], root: str | Path = MINI_OF
     stage = f"latency_{tag}"
     run = functools.partial(_measure, space, list(archs), root, tag, source, progress)
     return run_stages(root, [stage], [stage], {stage: run}, 1, write_card,
-                      manifest=lambda r: write_manifest(r, exclude=(".partial-", "evaluations.sqlite")))[stage]
+                      manifest=lambda r: write_manifest(r, exclude=MANIFEST_EXCLUDE))[stage]
 
 
 def _measure(space: str, archs: list[str], root: Path, tag: str, source: str, progress: bool) -> dict:

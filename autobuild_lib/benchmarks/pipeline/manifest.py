@@ -31,16 +31,18 @@ def _temporary(name: str) -> bool:
 
 def write_manifest(folder: str | Path, exclude: tuple[str, ...] = (PARTIAL_PREFIX,)) -> Path:
     """(Re)write ``folder/MANIFEST.json``: ``{relative path: sha256}`` of every file below ``folder``
-    except temporaries and names starting with ``exclude``; under the folder's lock."""
+    except temporaries and files whose name, or the name of a folder above them, starts with one of
+    ``exclude``; under the folder's lock."""
     from autobuild_lib.benchmarks.pipeline.workunits import folder_lock, fsync_dir
 
     folder = Path(folder)
     with folder_lock(folder):
         files = {}
         for p in sorted(folder.rglob("*")):
+            rel = p.relative_to(folder)
             if (p.is_file() and p.name != MANIFEST_NAME and not _temporary(p.name)
-                    and not any(p.name.startswith(e) for e in exclude)):
-                files[p.relative_to(folder).as_posix()] = sha256_file(p)
+                    and not any(part.startswith(e) for part in rel.parts for e in exclude)):
+                files[rel.as_posix()] = sha256_file(p)
         out = folder / MANIFEST_NAME
         with atomic_write(out) as tmp:
             tmp.write_text(json.dumps({"sha256": files}, indent=1, sort_keys=True) + "\n")
