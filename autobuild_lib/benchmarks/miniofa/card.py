@@ -379,7 +379,11 @@ Machine: {_machine(runs)}.
 ## Files
 Every file here is listed with its sha256 in `MANIFEST.json`; loading a table verifies it.
 `work/<space>/<stage>/shard-*.jsonl` are the finished work units the tables are merged from.
-`evaluations.sqlite` (when present) caches evaluations of new architectures and is not data.
+`evaluations.sqlite` and `predictors/` are committed caches, not data (the manifest leaves them out): the accuracy
+of the new architectures chapters 05 and 06 evaluate (keyed by the supernet weights' sha256; filled by
+`python -m autobuild_lib chapter05 --fill` / `chapter06 --fill`, whose runs the wall-time table lists as
+`chapter05_fill` / `chapter06_fill`), and the full-profile predictors of chapters 03-06 (keyed by labels,
+training config and model code), so that a fresh clone builds the same architectures without retraining.
 """
     if pilot.exists():
         text += "\n## Pilot designs (PILOT.md)\n\n" + pilot.read_text().split("\n", 1)[1]

@@ -1,0 +1,31 @@
+"""The committed chapter 05 caches let a fresh clone run the full profile without training or evaluating.
+
+``data/mini-ofa/predictors/`` holds the four full-profile MBv3 predictors and
+``data/mini-ofa/evaluations.sqlite`` the accuracy of every architecture they construct.  Both are keyed
+by content (labels, training config, model code; supernet weights), so an edit to the model code or the
+labels makes this test fail: refill with ``python -m autobuild_lib chapter05 --space mbv3 --fill`` and
+commit both folders again.
+"""
+from __future__ import annotations
+
+import pytest
+
+from autobuild_lib.core import build
+from autobuild_lib.study import construction as C
+from autobuild_lib.study import data as study
+
+pytestmark = pytest.mark.skipif(not (study.mini_ofa_dir() / "evaluations.sqlite").is_file(),
+                                reason="no committed evaluation cache")
+
+
+def test_chapter05_full_profile_needs_no_training_and_no_evaluation(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("chapter 05's full-profile predictor is not in data/mini-ofa/predictors: "
+                             "refill with `python -m autobuild_lib chapter05 --space mbv3 --fill` and commit it")
+
+    monkeypatch.setattr(build, "train_predictor", refuse)
+    keys = C.chapter05_archs("mbv3")
+    assert len(keys) > 243  # four equations' clusters of 3^5, overlaps removed
+    ev = study.evaluator("mini-ofa", latency="skip")
+    todo = ev.uncached("mbv3", keys)
+    assert todo == [], f"{len(todo)} of chapter 05's {len(keys)} architectures are not in evaluations.sqlite"
