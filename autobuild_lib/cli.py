@@ -323,6 +323,8 @@ def _add_chapter05(sub) -> None:
                            "with the space's round protocol, and the latency predictor's error on them (run with "
                            "nothing else on the machine)")
     s.set_defaults(func=_chapter05)
+
+
 def _chapter06(args: argparse.Namespace) -> None:
     """``chapter06 --fill``: run chapter 06's full-profile searches so its evaluation cache holds every accuracy."""
     from autobuild_lib.study import chapter06

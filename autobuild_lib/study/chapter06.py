@@ -18,6 +18,7 @@ from IPython.display import Markdown, display
 from joblib import Parallel, delayed
 
 from autobuild_lib.benchmarks.miniofa.constants import load_latency_model
+from autobuild_lib.benchmarks.pipeline.stages import now_utc
 from autobuild_lib.benchmarks.released_l1 import L1_SOURCE, find_l1, l1_files
 from autobuild_lib.core import build
 from autobuild_lib.core.search import SCHEMES, make_scheme, union_candidates
@@ -147,6 +148,17 @@ def nas_space(p: Params, ls, sp):
     return candidates, per_eq, union_size
 
 
+def _evaluator_metrics(p: Params, sp):
+    """Real accuracy from the Mini-OFA evaluator (through the evaluation cache) and, for architectures
+    outside the benchmark, latency from the benchmark's k-GNN model: ``(latency, metrics, cache path)``."""
+    model, record = load_latency_model(p.space, study.mini_ofa_dir())
+    lazy_lat = build.LazyLatencyPredictor.of(model, {"source": f"the benchmark's latency-{p.space}.pt, trained on "
+                                                      f"its {record.get('latency_source', 'measured')} latencies"})
+    cache_path = construction.resolve_eval_cache(p.eval_cache, p.profile, study.mini_ofa_dir())
+    ev = study.evaluator(p.dataset, cache=cache_path, latency="skip")
+    return lazy_lat, construction.SearchMetrics(sp, p.space, evaluator=ev, latency_fn=lazy_lat), cache_path
+
+
 def evaluators(
     p: Params, frame, keys, l1, ls, sp,
 ):
@@ -156,12 +168,7 @@ def evaluators(
         sp, keys, frame["latency_cpu"].to_numpy(), p.pcache, epochs=p.latency_epochs, seed=p.seed
     )
     if p.accuracy == "evaluator":
-        model, record = load_latency_model(p.space, study.mini_ofa_dir())
-        lazy_lat = build.LazyLatencyPredictor.of(model, {"source": f"the benchmark's latency-{p.space}.pt, trained on "
-                                                          f"its {record.get('latency_source', 'measured')} latencies"})
-        cache_path = construction.resolve_eval_cache(p.eval_cache, p.profile, study.mini_ofa_dir())
-        ev = study.evaluator(p.dataset, cache=cache_path, latency="skip")
-        metrics = construction.SearchMetrics(sp, p.space, evaluator=ev, latency_fn=lazy_lat)
+        lazy_lat, metrics, cache_path = _evaluator_metrics(p, sp)
         acc_res = None
         print(f"evaluation cache: {cache_path if p.profile == 'full' else 'temporary copy (smoke)'}")
     elif l1 is not None:
@@ -451,10 +458,7 @@ def _fill_run(p: Params, scheme: str, seed: int) -> dict:
     ls = study.load_set(p.dataset, p.space, p.data_dir, n=p.n_train, seed=p.seed)
     sp = ls.space
     candidates = union_candidates([b.top(p.k) for b in _builds(p, ls).values()]) if scheme == "autobuild" else None
-    model, _ = load_latency_model(p.space, study.mini_ofa_dir())
-    ev = study.evaluator(p.dataset, cache=construction.resolve_eval_cache(p.eval_cache, p.profile,
-                                                                         study.mini_ofa_dir()), latency="skip")
-    metrics = construction.SearchMetrics(sp, p.space, evaluator=ev, latency_fn=build.LazyLatencyPredictor.of(model, {}))
+    _, metrics, _ = _evaluator_metrics(p, sp)
     t0 = time.perf_counter()
     construction.run_search_grid(sp, {scheme: make_scheme(scheme, sp, candidates)}, metrics, [seed], p.n_initial,
                                  p.n_iterations, p.per_iteration)
@@ -473,8 +477,6 @@ def fill_cache(p: Params, n_jobs: int = 1, progress: bool = True) -> list[dict]:
     if p.accuracy != "evaluator":
         raise ValueError(f"only the evaluator mode has a cache to fill (this setting uses accuracy={p.accuracy!r}: "
                          "run the full profile on mini-ofa)")
-    from autobuild_lib.benchmarks.pipeline.stages import now_utc
-
     runs = [(s, seed) for s in p.schemes for seed in p.seeds]
     out = []
     for rec in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_fill_run)(p, s, seed)
