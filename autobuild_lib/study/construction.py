@@ -43,7 +43,7 @@ from autobuild_lib.study.params import ChapterParams
 
 __all__ = ["OBJECTIVES", "reference_point", "hypervolume_clipped",
            "front_gain_table", "SearchMetrics", "run_search_grid", "search_history", "hypervolume_summary",
-           "hypervolume_curves", "seconds_per_new_arch", "resolve_eval_cache",
+           "hypervolume_curves", "seconds_per_new_arch", "fill_seconds_per_eval", "resolve_eval_cache",
            "CHAPTER05_EQUATIONS", "DEFAULT_PREDICTOR_CACHE", "resolve_predictor_cache", "ConstructionParams", "chapter05_settings", "chapter06_settings", "evenly_spaced",
            "ConstructionPlan", "plan_construction", "with_predicted_latency", "chapter05_plan", "chapter05_archs", "measure_constructed_latency", "fill_chapter05_cache",
            "archs_digest"]
@@ -276,6 +276,25 @@ def seconds_per_new_arch(root: str | Path, space: str,
     if set(per_stage) != set(stages):
         return None
     return float(sum(np.median(v) for v in per_stage.values()))
+
+
+def fill_seconds_per_eval(root: str | Path, space: str, stage: str) -> float | None:
+    """Single-core seconds per evaluation that a chapter's cache fill measured (``stage`` records of
+    ``runs.jsonl``: their ``seconds`` summed over their ``computed`` evaluations, one search per worker);
+    None when no record computed anything."""
+    path = Path(root) / "runs.jsonl"
+    if not path.is_file():
+        return None
+    seconds = computed = 0.0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("space") == space and rec.get("stage") == stage and rec.get("computed"):
+            seconds += float(rec["seconds"])
+            computed += float(rec["computed"])
+    return seconds / computed if computed else None
 
 
 def resolve_eval_cache(eval_cache: str, profile: str, root: str | Path) -> Path:
