@@ -70,17 +70,24 @@ def load_data(p: Params):
         )
         labelled = d.labelled
         pseudo, full, con = d.pseudo, d.full, None
-        NO_LABELS = (
-            f"(no labels in {d.root}: the pseudo stage labels only after the reliability check of the current "
-            f"configuration meets its bar of {pgen.RELIABILITY_BAR}; "
-            + (
-                f"split-half SRCC {d.reliability['srcc_halves']:.3f}"
-                if measured_now(d.root, d.reliability)
-                else f"not measured yet (pilot: {d.reliability['srcc_halves']:.3f} with "
-                f"{sum(d.reliability['halves']):,} mosaics)"
+        now = measured_now(d.root, d.reliability)
+        srcc = d.reliability["srcc_halves"]
+        if now and srcc >= pgen.RELIABILITY_BAR:
+            NO_LABELS = (
+                f"(no labels in {d.root} yet: the reliability check of the current configuration met its bar of "
+                f"{pgen.RELIABILITY_BAR} (split-half SRCC {srcc:.3f}, see data/mini-panoptic/PILOT.md), and the "
+                f"pseudo stage is under way: {pgen.pseudo_progress(d.root):,} of {pgen.N_PSEUDO:,} architectures "
+                "labelled. `pseudo.csv`, and with it this chapter, comes when all are; "
+                "`python -m autobuild_lib generate mini-panoptic --stages pseudo,full,constructions` resumes)"
             )
-            + ", see data/mini-panoptic/PILOT.md)"
-        )
+        else:
+            NO_LABELS = (
+                f"(no labels in {d.root}: the pseudo stage labels only after the reliability check of the current "
+                f"configuration meets its bar of {pgen.RELIABILITY_BAR}; "
+                + (f"split-half SRCC {srcc:.3f}" if now
+                   else f"not measured yet (pilot: {srcc:.3f} with {sum(d.reliability['halves']):,} mosaics)")
+                + ", see data/mini-panoptic/PILOT.md)"
+            )
         if labelled:
             built = list(d.construction["equations"])
             unknown = [e for e in p.eq_texts if e not in built]

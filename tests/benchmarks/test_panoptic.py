@@ -227,3 +227,17 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="unknown stages"):
         gen.generate(["labels"])
     assert dataclasses.asdict(PanopticConfig())["size"] == 64
+
+
+def test_pseudo_progress_counts_benchmark_architectures_only(tmp_path):
+    torch.save({"config": dataclasses.asdict(PanopticConfig()), "model": {}}, tmp_path / "supernet.pt")
+    cfg = PanopticConfig()
+    assert gen.pseudo_progress(tmp_path, cfg) == 0   # no shard folder yet
+    work = gen.label_work(tmp_path, cfg, "pseudo")
+    work.mkdir(parents=True)
+    bench = gen.benchmark_archs()
+    reliability = [k for k in gen.benchmark_archs(gen.N_RELIABILITY, gen.RELIABILITY_SEED) if k not in bench]
+    rows = [{"arch": k, "pq": 1.0} for k in bench[:3] + reliability[:2]]
+    (work / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert gen.pseudo_progress(tmp_path, cfg) == 3
+    assert gen.pseudo_progress(tmp_path, dataclasses.replace(cfg, n_val=6400)) == 0  # another configuration

@@ -86,7 +86,7 @@ from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
 from autobuild_lib.benchmarks.pipeline.stages import run_stages
 from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 
-__all__ = ["MINI_PANOPTIC_DIR", "BACKBONE", "CONFIG", "STAGES", "EQUATIONS", "N_PSEUDO", "N_FULL", "K",
+__all__ = ["MINI_PANOPTIC_DIR", "BACKBONE", "CONFIG", "STAGES", "EQUATIONS", "N_PSEUDO", "N_FULL", "K", "pseudo_progress",
            "RELIABILITY_BAR", "benchmark_archs", "check_supernet", "label_config", "label_work", "check_reliability",
            "generate"]
 
@@ -94,6 +94,14 @@ def benchmark_archs(n: int = N_PSEUDO, seed: int = ARCH_SEED) -> list[str]:
     """Canonical strings of the ``n`` benchmark architectures (fixed order)."""
     space = space_of("mbv3")
     return [space.to_string(a) for a in sample_archs(space, n, seed)]
+
+
+def pseudo_progress(root: str | Path = MINI_PANOPTIC_DIR, cfg: PanopticConfig = CONFIG) -> int:
+    """How many of the ``N_PSEUDO`` benchmark architectures have a finished pseudo label under ``cfg``
+    (in ``work/pseudo-<digest>/``; the reliability architectures are not counted).  ``pseudo.csv`` is
+    written once all have one."""
+    stored = ShardStore(label_work(Path(root), cfg, "pseudo")).rows()
+    return sum(key in stored for key in benchmark_archs())
 
 
 def _atomic_text(text: str, path: Path) -> None:
