@@ -146,3 +146,13 @@ def test_data_summary_lists_the_panoptic_tables(root):
         labels = tables[f"{name}/{table}"]["labels"]
         assert {"mean", "std", "min", "max"} <= set(labels[pq]) and labels["flops"]["min"] > 0
         assert {"pq_a", "pq_b", "miou", "ce"} <= set(labels)
+
+
+def test_card_counts_the_pseudo_stage_under_way(copy):
+    """Before ``pseudo.csv`` exists the card counts the finished benchmark architectures (not the
+    reliability ones in the same shard folder) and gives their split-half SRCC."""
+    (copy / "pseudo.csv").unlink()
+    card = write_card(copy).read_text()
+    n = SIZES["N_PSEUDO"]
+    assert f"Under way: {n:,} of {gen.N_PSEUDO:,} benchmark architectures labelled in `work/pseudo-" in card
+    assert "split-half SRCC over them: **" in card and f"over {n} architectures (" in card

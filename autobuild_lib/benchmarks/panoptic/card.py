@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from autobuild_lib.benchmarks.panoptic.archs import pseudo_rows
 from autobuild_lib.benchmarks.panoptic.constants import (
     ARCH_SEED,
     BACKBONE,
@@ -79,6 +80,22 @@ def _progress(root: Path, work: str | None, n: int) -> str:
     if work is None or not (root / work).is_dir():
         return ""
     return f" {len(ShardStore(root / work).rows()):,} of {n:,} units done in `{work}`."
+
+
+def _pseudo_progress(root: Path, work: str | None) -> str:
+    """While the pseudo stage is under way: how many benchmark architectures are labelled (the
+    reliability ones stored beside them not counted), their CPU time and their split-half SRCC."""
+    if work is None or not (root / work).is_dir():
+        return ""
+    cfg, _ = _config(root)
+    rows = pseudo_rows(root, cfg)
+    if not rows:
+        return ""
+    hours = sum(r.get("eval_s", 0.0) for r in rows) / 3600
+    frame = pd.DataFrame(rows)
+    return (f" Under way: {len(rows):,} of {N_PSEUDO:,} benchmark architectures labelled in `{work}` "
+            f"({hours:.2f} worker-hours, the sum of their `eval_s`: each unit's wall time in its worker process, beside whatever else ran); split-half SRCC over them: "
+            f"{_split_half(frame)}.")
 
 
 def _backbone_width() -> str:
@@ -278,7 +295,7 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
         unreliable = rel is not None and not rel["srcc_halves"] >= RELIABILITY_BAR
         parts += [("`pseudo.csv` not generated: the reliability bar is not met, so the `pseudo` stage refuses to "
                    "label (see `PILOT.md` for the designs measured and the options)." if unreliable
-                   else "`pseudo.csv` not generated yet.") + _progress(root, work.get("pseudo"), N_PSEUDO), ""]
+                   else "`pseudo.csv` not generated yet.") + _pseudo_progress(root, work.get("pseudo")), ""]
     if full is not None:
         parts += [f"`full.csv`: {len(full)} architectures, PQ {full['pq_full'].min():.2f}-{full['pq_full'].max():.2f} "
                   f"(std {full['pq_full'].std():.2f}).", "",

@@ -53,8 +53,8 @@ import pandas as pd
 import torch
 
 from autobuild_lib.benchmarks.miniofa.supernet import space_of
+from autobuild_lib.benchmarks.panoptic.archs import benchmark_archs, pseudo_progress
 from autobuild_lib.benchmarks.panoptic.constants import (
-    ARCH_SEED,
     BACKBONE,
     CONFIG,
     EQUATIONS,
@@ -79,7 +79,6 @@ from autobuild_lib.benchmarks.panoptic.train import (
     build_model,
     full_label,
     pseudo_label,
-    sample_archs,
     train_supernet,
 )
 from autobuild_lib.benchmarks.pipeline.manifest import write_manifest
@@ -89,20 +88,6 @@ from autobuild_lib.benchmarks.pipeline.workunits import ShardStore, run_units
 __all__ = ["MINI_PANOPTIC_DIR", "BACKBONE", "CONFIG", "STAGES", "EQUATIONS", "N_PSEUDO", "N_FULL", "K", "pseudo_progress",
            "RELIABILITY_BAR", "benchmark_archs", "check_supernet", "label_config", "label_work", "check_reliability",
            "generate"]
-
-def benchmark_archs(n: int = N_PSEUDO, seed: int = ARCH_SEED) -> list[str]:
-    """Canonical strings of the ``n`` benchmark architectures (fixed order)."""
-    space = space_of("mbv3")
-    return [space.to_string(a) for a in sample_archs(space, n, seed)]
-
-
-def pseudo_progress(root: str | Path = MINI_PANOPTIC_DIR, cfg: PanopticConfig = CONFIG) -> int:
-    """How many of the ``N_PSEUDO`` benchmark architectures have a finished pseudo label under ``cfg``
-    (in ``work/pseudo-<digest>/``; the reliability architectures are not counted).  ``pseudo.csv`` is
-    written once all have one."""
-    stored = ShardStore(label_work(Path(root), cfg, "pseudo")).rows()
-    return sum(key in stored for key in benchmark_archs())
-
 
 def _atomic_text(text: str, path: Path) -> None:
     tmp = path.with_name(f".partial-{path.name}.{os.getpid()}")
