@@ -280,8 +280,8 @@ def seconds_per_new_arch(root: str | Path, space: str,
 
 def fill_seconds_per_eval(root: str | Path, space: str, stage: str) -> float | None:
     """Single-core seconds per evaluation that a chapter's cache fill measured (``stage`` records of
-    ``runs.jsonl``: their ``seconds`` summed over their ``computed`` evaluations, one search per worker);
-    None when no record computed anything."""
+    ``runs.jsonl``: ``wall_s x n_jobs`` summed over their ``computed`` evaluations); None when no record
+    computed anything."""
     path = Path(root) / "runs.jsonl"
     if not path.is_file():
         return None
@@ -292,7 +292,7 @@ def fill_seconds_per_eval(root: str | Path, space: str, stage: str) -> float | N
         except json.JSONDecodeError:
             continue
         if rec.get("space") == space and rec.get("stage") == stage and rec.get("computed"):
-            seconds += float(rec["seconds"])
+            seconds += float(rec["wall_s"]) * float(rec.get("n_jobs", 1) or 1)
             computed += float(rec["computed"])
     return seconds / computed if computed else None
 

@@ -346,11 +346,11 @@ def test_predictor_cache_is_committed_only_for_full_runs_on_mini_ofa(tmp_path):
 
 def test_fill_seconds_per_eval(tmp_path):
     assert C.fill_seconds_per_eval(tmp_path, "mbv3", "chapter06_fill") is None
-    recs = [{"space": "mbv3", "stage": "chapter06_fill", "seconds": 100.0, "computed": 20},
-            {"space": "mbv3", "stage": "chapter06_fill", "seconds": 1.0, "cache": 250},  # a cached re-trace
-            {"space": "mbv3", "stage": "chapter06_fill", "seconds": 50.0, "computed": 5},
-            {"space": "pn", "stage": "chapter06_fill", "seconds": 999.0, "computed": 1},
-            {"space": "mbv3", "stage": "acc", "seconds": 999.0, "computed": 1}]
+    recs = [{"space": "mbv3", "stage": "chapter06_fill", "wall_s": 100.0, "computed": 20},
+            {"space": "mbv3", "stage": "chapter06_fill", "wall_s": 1.0, "cache": 250},  # a cached re-trace
+            {"space": "mbv3", "stage": "chapter06_fill", "wall_s": 25.0, "n_jobs": 2, "computed": 5},
+            {"space": "pn", "stage": "chapter06_fill", "wall_s": 999.0, "computed": 1},
+            {"space": "mbv3", "stage": "acc", "wall_s": 999.0, "computed": 1}]
     (tmp_path / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\nnot json\n")
     assert C.fill_seconds_per_eval(tmp_path, "mbv3", "chapter06_fill") == pytest.approx(150.0 / 25)
     assert C.fill_seconds_per_eval(tmp_path, "pn", "acc") is None
