@@ -23,7 +23,6 @@ Trained predictors (one per label equation, and latency predictors) come from
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from autobuild_lib.benchmarks.labelled import LabelledSet
+from autobuild_lib.benchmarks.pipeline.stages import read_runs
 from autobuild_lib.core import pareto
 from autobuild_lib.core.build import EquationBuild, build_equations
 from autobuild_lib.core.equations import LabelEquation
@@ -260,15 +260,8 @@ def seconds_per_new_arch(root: str | Path, space: str,
                          stages: Sequence[str] = ("static", "latency", "acc")) -> float | None:
     """Single-core seconds one new architecture cost when the benchmark was generated, summed over
     ``stages`` (from ``runs.jsonl``: wall_s x n_jobs / units done); None when not recorded."""
-    path = Path(root) / "runs.jsonl"
-    if not path.is_file():
-        return None
     per_stage: dict[str, list[float]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for rec in read_runs(root):
         if rec.get("space") != space or rec.get("stage") not in stages or not rec.get("done_now"):
             continue
         per_stage.setdefault(rec["stage"], []).append(
@@ -282,15 +275,8 @@ def fill_seconds_per_eval(root: str | Path, space: str, stage: str) -> float | N
     """Single-core seconds per evaluation that a chapter's cache fill measured (``stage`` records of
     ``runs.jsonl``: ``wall_s x n_jobs`` summed over their ``computed`` evaluations); None when no record
     computed anything."""
-    path = Path(root) / "runs.jsonl"
-    if not path.is_file():
-        return None
     seconds = computed = 0.0
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for rec in read_runs(root):
         if rec.get("space") == space and rec.get("stage") == stage and rec.get("computed"):
             seconds += float(rec["wall_s"]) * float(rec.get("n_jobs", 1) or 1)
             computed += float(rec["computed"])

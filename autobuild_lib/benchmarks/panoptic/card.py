@@ -94,8 +94,8 @@ def _pseudo_progress(root: Path, work: str | None) -> str:
     hours = sum(r.get("eval_s", 0.0) for r in rows) / 3600
     frame = pd.DataFrame(rows)
     return (f" Under way: {len(rows):,} of {N_PSEUDO:,} benchmark architectures labelled in `{work}` "
-            f"({hours:.2f} worker-hours, the sum of their `eval_s`: each unit's wall time in its worker process, beside whatever else ran); split-half SRCC over them: "
-            f"{_split_half(frame)}.")
+            f"({hours:.2f} worker-hours, the sum of their `eval_s`: each unit's wall time in its worker process, "
+            f"beside whatever else ran); split-half SRCC over them: {_split_half(frame)}.")
 
 
 def _backbone_width() -> str:

@@ -27,6 +27,20 @@ def log_run(root: Path, record: dict) -> None:
             tmp.write_text(old + json.dumps(record, sort_keys=True) + "\n")
 
 
+def read_runs(root: str | Path) -> list[dict]:
+    """The records of ``root/runs.jsonl`` (none when it is absent); lines that are not JSON are skipped."""
+    path = Path(root) / "runs.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def run_stages(root: Path, order: Sequence[str], stages: Sequence[str], runners: Mapping[str, Callable[[], dict]],
                n_jobs: int, write_card: Callable[[Path], object],
                manifest: Callable[[Path], object] = write_manifest) -> dict:
