@@ -213,7 +213,7 @@ def test_panoptic_chapter_runs_in_smoke_profile(tmp_path):
                if "image/png" in o.get("data", {})]
     assert len(figures) >= 5, f"expected task, reliability, tables, pseudo-vs-full and Fig. 6 figures: {len(figures)}"
     got = load_claims(tmp_path / "claims")
-    assert set(got["chapter"]) == {"07_panoptic"} and len(got) == 7
+    assert set(got["chapter"]) == {"07_panoptic"} and len(got) == 9
     assert got["verdict"].str.contains("smoke run: not evidence").any()
 
 
