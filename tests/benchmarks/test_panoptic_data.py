@@ -120,6 +120,9 @@ def test_card_reports_what_was_generated(copy, tmp_path):
                  f"| supernet | {TINY.n_val:,} / {TINY.n_test:,} |", "| constructions |", "work/<pseudo|full>-<digest>",
                  "Machine:", REGENERATE, f"`pseudo.csv`: {SIZES['N_PSEUDO']} architectures"):
         assert text in card, text
+    full = pd.read_csv(copy / "full.csv")
+    hours = (full["finetune_s"].sum() + full["eval_s"].sum()) / 3600
+    assert f"`full.csv` {hours:.2f} worker-hours over {len(full):,} rows" in card
     empty = tmp_path / "empty"
     empty.mkdir()
     card = write_card(empty).read_text()

@@ -137,6 +137,17 @@ def _stage_table(runs: list[dict]) -> str:
     return "\n".join(lines) + f"\n\nTotal: about {cpu_h:.2f} CPU-hours (wall time x worker processes)."
 
 
+def _unit_hours(tables: dict[str, pd.DataFrame | None]) -> str:
+    """Worker-hours per label table, from its per-unit ``finetune_s`` and ``eval_s`` columns."""
+    out = []
+    for name, frame in tables.items():
+        if frame is None:
+            continue
+        secs = sum(float(frame[c].sum()) for c in ("finetune_s", "eval_s") if c in frame.columns)
+        out.append(f"`{name}.csv` {secs / 3600:.2f} worker-hours over {len(frame):,} rows")
+    return "; ".join(out)
+
+
 def _split_half(frame: pd.DataFrame | None) -> str:
     """Split-half SRCC of ``pq_a`` / ``pq_b`` over the rows of ``frame``, with the Spearman-Brown
     reliability ``2r / (1 + r)`` of the label that averages both halves, against the bar."""
@@ -323,6 +334,11 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
     else:
         parts.append("not built yet.")
     parts += ["", "## Generation runs", "", _stage_table(runs) if runs else "none recorded yet"]
+    unit_time = _unit_hours({"pseudo": pseudo, "full": full, "constructed": constructed})
+    if unit_time:
+        parts += ["", "Worker time recorded in the labels themselves (the sum over each table's rows of "
+                      "`finetune_s` + `eval_s`, each unit's wall time in its worker process; it also counts units "
+                      "of runs that a session's end cut off before the run was logged above): " + unit_time + "."]
     if runs:
         m = runs[-1]["machine"]
         parts += ["", f"Machine: {m['cpu']}, {m['n_cpus']} CPUs, {m['platform']}, Python {m['python']}, "
