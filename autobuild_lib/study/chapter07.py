@@ -66,6 +66,14 @@ def _panoptic_root(p: Params):
     return study.resolve_data_dir(p.panoptic_dir) if p.panoptic_dir else pdata.mini_panoptic_dir()
 
 
+def under_way(root) -> str:
+    """Which labelling stage is under way in ``root``, with its progress (the labels not all there yet)."""
+    n = pgen.pseudo_progress(root)
+    if n < pgen.N_PSEUDO:
+        return f"the pseudo stage is under way: {n:,} of {pgen.N_PSEUDO:,} architectures labelled"
+    return f"the {n:,} pseudo labels are done; the `full` and `constructions` stages are under way"
+
+
 def load_data(p: Params):
     """The Mini-Panoptic benchmark (labels may be absent: ``NO_LABELS`` says why) or the authors' cache."""
     NO_LABELS = con = d = full = labelled = pseudo = released = None
@@ -79,8 +87,7 @@ def load_data(p: Params):
             NO_LABELS = (
                 f"(no labels in {d.root} yet: the reliability check of the current configuration met its bar of "
                 f"{pgen.RELIABILITY_BAR} (split-half SRCC {srcc:.3f}, see data/mini-panoptic/PILOT.md), and the "
-                f"pseudo stage is under way: {pgen.pseudo_progress(d.root):,} of {pgen.N_PSEUDO:,} architectures "
-                "labelled. `pseudo.csv`, and with it this chapter, comes when all are; "
+                f"{under_way(d.root)}. This chapter's tables come with `pseudo.csv`, `full.csv` and `constructed.csv`; "
                 "`python -m autobuild_lib generate mini-panoptic --stages pseudo,full,constructions` resumes)"
             )
         else:
@@ -685,9 +692,9 @@ def claims(
         from autobuild_lib.benchmarks.panoptic.reliability import spearman_brown_size
 
         if reliable:   # the bar is met: the pseudo stage labels, pseudo.csv comes when all are done
-            done = f"{pgen.pseudo_progress(_panoptic_root(p)):,} of {pgen.N_PSEUDO:,} labelled"
-            why = C.undetermined(f"no labels yet: the pseudo stage is under way, {done}")
-            setting_now = f"not generated yet (the pseudo stage is under way: {done})"
+            done = under_way(_panoptic_root(p))
+            why = C.undetermined(f"no labels yet: {done}")
+            setting_now = f"not generated yet ({done})"
         else:
             why = C.undetermined("no labels: the reliability bar is not met")
             setting_now = "not generated (pseudo stage refused: labels unreliable)"

@@ -159,3 +159,12 @@ def test_card_counts_the_pseudo_stage_under_way(copy):
     n = SIZES["N_PSEUDO"]
     assert f"Under way: {n:,} of {gen.N_PSEUDO:,} benchmark architectures labelled in `work/pseudo-" in card
     assert "split-half SRCC over them: **" in card and f"over {n} architectures (" in card
+
+
+def test_card_says_how_many_units_a_resumed_run_labelled(copy):
+    """A resumed stage's wall time covers only its own units; the card says how many were done before."""
+    runs = [json.loads(line) for line in (copy / "runs.jsonl").read_text().splitlines()]
+    pseudo = next(r for r in runs if r["stage"] == "pseudo")
+    resumed = {**pseudo, "done_before": 7, "done_now": 5}
+    (copy / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in [resumed if r is pseudo else r for r in runs]) + "\n")
+    assert "(5 units; 7 labelled by runs cut off before they were logged)" in write_card(copy).read_text()

@@ -121,17 +121,23 @@ def _stage_table(runs: list[dict]) -> str:
     wall: dict[tuple[str, str], float] = {}
     jobs: dict[tuple[str, str], int] = {}
     machines: dict[tuple[str, str], str] = {}
+    units: dict[tuple[str, str], tuple[int, int]] = {}   # (labelled by logged runs, done before the first)
     for r in runs:
         key = (r["stage"], _design(r))
         wall[key] = wall.get(key, 0.0) + r["wall_s"]
         jobs[key] = 1 if r["stage"] == "supernet" else r.get("n_jobs", 1)   # the supernet trains in one process
         machines[key] = _machine(r.get("machine", {}))
+        if "done_now" in r:   # a work-unit stage: count the units its logged runs labelled
+            now, before = units.get(key, (0, r["done_before"]))
+            units[key] = (now + r["done_now"], before)
         if r["stage"] == "supernet" and "train_wall_s_total" in r:   # resumed training: the checkpoint's total
             wall[key] = max(wall[key], r["train_wall_s_total"])
+    notes = {k: f" ({n:,} units; {b:,} labelled by runs cut off before they were logged)"
+             for k, (n, b) in units.items() if b}
     lines = ["| stage | validation / test mosaics | wall time | worker processes | machine |", "|---|---|---|---|---|"]
     for s in STAGES:
         keys = [k for k in wall if k[0] == s]
-        lines += [f"| {s} | {k[1]} | {wall[k] / 60:.1f} min | {jobs[k]} | {machines[k]} |" for k in keys] or \
+        lines += [f"| {s} | {k[1]} | {wall[k] / 60:.1f} min{notes.get(k, '')} | {jobs[k]} | {machines[k]} |" for k in keys] or \
             [f"| {s} | | not run | | |"]
     cpu_h = sum(wall[k] * jobs[k] for k in wall) / 3600
     return "\n".join(lines) + f"\n\nTotal: about {cpu_h:.2f} CPU-hours (wall time x worker processes)."
