@@ -122,7 +122,10 @@ def test_card_reports_what_was_generated(copy, tmp_path):
         assert text in card, text
     full = pd.read_csv(copy / "full.csv")
     hours = (full["finetune_s"].sum() + full["eval_s"].sum()) / 3600
-    assert f"`full.csv` {hours:.2f} worker-hours over {len(full):,} rows" in card
+    assert f"`full.csv` {hours:.2f} worker-hours over {len(full):,} architectures" in card
+    con = pd.read_csv(copy / "constructed.csv").drop_duplicates("arch")
+    hours = (con["finetune_s"].sum() + con["eval_s"].sum()) / 3600
+    assert f"`constructed.csv` {hours:.2f} worker-hours over {len(con):,} architectures" in card
     empty = tmp_path / "empty"
     empty.mkdir()
     card = write_card(empty).read_text()

@@ -144,13 +144,15 @@ def _stage_table(runs: list[dict]) -> str:
 
 
 def _unit_hours(tables: dict[str, pd.DataFrame | None]) -> str:
-    """Worker-hours per label table, from its per-unit ``finetune_s`` and ``eval_s`` columns."""
+    """Worker-hours per label table, from its per-unit ``finetune_s`` and ``eval_s`` columns (an
+    architecture listed twice, e.g. built by two equations, was labelled once)."""
     out = []
     for name, frame in tables.items():
         if frame is None:
             continue
+        frame = frame.drop_duplicates("arch") if "arch" in frame.columns else frame   # one unit per architecture
         secs = sum(float(frame[c].sum()) for c in ("finetune_s", "eval_s") if c in frame.columns)
-        out.append(f"`{name}.csv` {secs / 3600:.2f} worker-hours over {len(frame):,} rows")
+        out.append(f"`{name}.csv` {secs / 3600:.2f} worker-hours over {len(frame):,} architectures")
     return "; ".join(out)
 
 
@@ -342,7 +344,7 @@ def write_card(root: str | Path = MINI_PANOPTIC_DIR) -> Path:
     parts += ["", "## Generation runs", "", _stage_table(runs) if runs else "none recorded yet"]
     unit_time = _unit_hours({"pseudo": pseudo, "full": full, "constructed": constructed})
     if unit_time:
-        parts += ["", "Worker time recorded in the labels themselves (the sum over each table's rows of "
+        parts += ["", "Worker time recorded in the labels themselves (the sum over each table's architectures of "
                       "`finetune_s` + `eval_s`, each unit's wall time in its worker process; it also counts units "
                       "of runs that a session's end cut off before the run was logged above): " + unit_time + "."]
     if runs:
