@@ -683,15 +683,13 @@ def where_constructed_sit(full: pd.DataFrame, con: pd.DataFrame) -> str:
     median = float(full["pq_full"].median())
     n_above = int((con["pq_full"] > median).sum())
     front = pareto.pareto_front(full, "flops", "pq_full", maximize_x=False, maximize_y=True)
-    f, c = front[["flops", "pq_full"]].to_numpy(float), con[["flops", "pq_full"]].to_numpy(float)
-    ge = (c[None, :, 0] <= f[:, None, 0]) & (c[None, :, 1] >= f[:, None, 1])
-    strict = (c[None, :, 0] < f[:, None, 0]) | (c[None, :, 1] > f[:, None, 1])
-    n_dominated = int((ge & strict).any(axis=1).sum())
+    cols = ["flops", "pq_full"]
+    n_dominated = int((~pareto.beyond_front(front[cols], con[cols], [False, True])).sum())
     return (
         f"{n_cheaper} of the {len(con)} distinct constructed architectures have fewer FLOPs than the cheapest fully "
         f"fine-tuned random one ({cheapest:.2f} MFLOPs), where the front has no point to dominate them; "
         f"{n_above} of {len(con)} have a PQ above the random ones' median ({median:.2f}); {n_dominated} of the "
-        f"{len(front)} points of the random front are dominated by a constructed architecture (fewer FLOPs and at "
+        f"{len(front)} points of the random front are dominated by a constructed architecture (no more FLOPs and at "
         "least the same PQ)."
     )
 
