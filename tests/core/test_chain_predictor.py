@@ -1,19 +1,21 @@
 """The chain fast path computes the same function as the PyG ``GATv2Conv`` path.
 
-At fixed weights the predictions, every hop's graph embedding, the hop norms,
-the Eq. 4 loss and all parameter gradients agree to 1e-5; after training with
-the same seed the hop SRCCs and the prediction SRCC agree within 0.01.
+At fixed weights the predictions, the hop norms, the Eq. 4 loss, the
+BatchNorm running statistics and all parameter gradients of
+:class:`ChainNetwork` agree to 1e-5; after training with the same seed the
+hop SRCCs and the prediction SRCC agree within 0.01.
 """
 import numpy as np
 import pytest
 import torch
 
-from autobuild_lib.core.chain_predictor import ChainNodes, chain_forward, chain_loss, is_chain_table, split_hops
+from autobuild_lib.core.chain_network import ChainNetwork
+from autobuild_lib.core.chain_predictor import ChainNodes, chain_loss, is_chain_table
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, make_data, ofa_graph, ofa_module_graph
 from autobuild_lib.core.losses import AutoBuildLoss
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.spaces import mbv3, pn
-from autobuild_lib.core.training import TrainConfig, train_predictor
+from autobuild_lib.core.training import TrainConfig, flat_parameters, train_predictor
 
 
 def _table(space, n: int, seed: int = 0):
@@ -39,12 +41,8 @@ def test_chain_detection():
     assert not is_chain_table(GraphTable([reversed_chain], OFA_SCHEMA))
 
 
-@pytest.mark.parametrize("space,train", [(mbv3, True), (pn, True), (mbv3, False)])
-def test_same_function_and_gradients_at_fixed_weights(space, train):
-    table, y = _table(space(), 70, seed=3)
-    idx = torch.as_tensor(np.random.default_rng(4).permutation(len(table))[:64])
-    ys = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)[idx]
-    torch.manual_seed(7)
+def _perturbed_pair(seed: int = 7) -> tuple[AutoBuildPredictor, AutoBuildPredictor]:
+    torch.manual_seed(seed)
     ref = AutoBuildPredictor(OFA_SCHEMA)
     with torch.no_grad():  # attention vectors and BN affine away from their init
         for conv, norm in zip(ref.convs, ref.norms):
@@ -56,27 +54,44 @@ def test_same_function_and_gradients_at_fixed_weights(space, train):
             norm.running_var.uniform_(0.5, 2.0)
     fast = AutoBuildPredictor(OFA_SCHEMA)
     fast.load_state_dict(ref.state_dict())
-    ref.train(train)
-    fast.train(train)
+    return ref.train(), fast.train()
+
+
+@pytest.mark.parametrize("space", [mbv3, pn])
+def test_same_function_and_gradients_at_fixed_weights(space):
+    """ChainNetwork (C++ layers, hand-written backward) against the PyG GATv2Conv path, to 1e-5."""
+    table, y = _table(space(), 70, seed=3)
+    idx = torch.as_tensor(np.random.default_rng(4).permutation(len(table))[:64])
+    ys = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)[idx]
+    ref, fast = _perturbed_pair()
     pred_r, graph_r = ref(table.batch(idx))
     loss_r = AutoBuildLoss()(ys, pred_r, graph_r)
     loss_r.backward()
-    nodes = ChainNodes.gather(table, idx)
-    pred_f, pooled = chain_forward(fast, nodes, pool_all=True)
-    for bf, br in zip(fast.buffers(), ref.buffers(), strict=True):  # BN running statistics alike
+    with flat_parameters(fast) as flat:
+        pred_f, norms = ChainNetwork(fast, flat)(ChainNodes.gather(table, idx))
+        torch.testing.assert_close(pred_f, pred_r, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(norms, torch.stack([g.abs().sum(1) for g in graph_r], 1), rtol=1e-5, atol=1e-5)
+        loss_f = chain_loss(ys, pred_f, norms, hop_srcc=True)
+        torch.testing.assert_close(loss_f, loss_r, rtol=1e-5, atol=1e-5)
+        flat.grad.zero_()
+        loss_f.backward()
+        grads = [p.grad.clone() for p in fast.parameters()]
+    for bf, br in zip(fast.buffers(), ref.buffers(), strict=True):  # BN running statistics and batch counts
         torch.testing.assert_close(bf, br, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(pred_f, pred_r, rtol=1e-5, atol=1e-5)
-    for gf, gr in zip(split_hops(fast, pooled), graph_r, strict=True):
-        torch.testing.assert_close(gf, gr, rtol=1e-5, atol=1e-5)
-    pred_n, norms = chain_forward(fast, nodes)
-    torch.testing.assert_close(pred_n, pred_r, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(norms, torch.stack([g.abs().sum(1) for g in graph_r], 1), rtol=1e-5, atol=1e-5)
-    loss_f = chain_loss(ys, pred_n, norms, hop_srcc=True)
-    torch.testing.assert_close(loss_f, loss_r, rtol=1e-5, atol=1e-5)
-    loss_f.backward()
-    for (name, pf), pr in zip(fast.named_parameters(), ref.parameters(), strict=True):
+    for (name, _), gf, pr in zip(fast.named_parameters(), grads, ref.parameters(), strict=True):
         assert pr.grad.abs().sum() > 0, name
-        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(gf, pr.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_chain_network_needs_its_flat_parameter():
+    _, fast = _perturbed_pair()
+    with pytest.raises(ValueError, match="flat parameter has 3 values"):
+        ChainNetwork(fast, torch.nn.Parameter(torch.zeros(3)))
+    table, _ = _table(mbv3(), 5)
+    nodes = ChainNodes.gather(table, torch.arange(1))
+    one_node = ChainNodes(nodes.cat[:1], nodes.num[:1], nodes.follows[:1], torch.tensor([0, 1]))
+    with flat_parameters(fast) as flat, pytest.raises(ValueError, match="at least 2 nodes"):
+        ChainNetwork(fast, flat)(one_node)
 
 
 def test_mse_only_loss_and_constant_labels():
