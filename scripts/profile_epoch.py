@@ -1,8 +1,8 @@
 """Where one training epoch of the AutoBuild predictor spends its time (issue 19, item 1).
 
 Trains on 2,700 MBv3 sequence graphs (the ``bench`` set: random architectures with a
-cheap deterministic label) on one thread, on the chain path that ``train_predictor``
-takes for OFA graphs (:class:`~autobuild_lib.core.chain_network.ChainNetwork`), under
+cheap deterministic label) on one thread, with the fused trainer
+(:func:`~autobuild_lib.core.chain_network.train_fused`, :class:`ChainNetwork`), under
 :mod:`torch.profiler`.  Each part of a training step is wrapped in a ``record_function``
 range for the profile only (the library code is not changed): data movement (gathering
 and slicing the epoch's graphs), the encoder layers' C++ forward and backward (GATv2,
@@ -28,8 +28,9 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import autobuild_lib.core.chain_network as cn
 import autobuild_lib.core.chain_predictor as cp
+from autobuild_lib.core.chain_network import train_fused
 from autobuild_lib.core.spaces import mbv3
-from autobuild_lib.core.training import TrainConfig, train_predictor
+from autobuild_lib.core.training import TrainConfig
 from autobuild_lib.study.bench import _labelled, cpu_model
 
 PARTS = {
@@ -67,7 +68,7 @@ def instrumented():
         (cn, "kernels", lambda: _TimedKernels(kernels)),
         (cn._Fused, "forward", staticmethod(_wrapped(PARTS["net_fwd"], cn._Fused.forward))),
         (cn._Fused, "backward", staticmethod(_wrapped(PARTS["net_bwd"], cn._Fused.backward))),
-        (cp, "chain_loss", _wrapped(PARTS["loss"], cp.chain_loss)),
+        (cn, "chain_loss", _wrapped(PARTS["loss"], cn.chain_loss)),
         (cp.ChainNodes, "gather", classmethod(_wrapped(PARTS["data"], cp.ChainNodes.gather.__func__))),
         (cp.ChainNodes, "slice", _wrapped(PARTS["data"], cp.ChainNodes.slice)),
         (torch.Tensor, "backward", _wrapped(PARTS["backward"], torch.Tensor.backward)),
@@ -93,10 +94,10 @@ def main() -> None:
     args = ap.parse_args()
     _, table, y = _labelled(mbv3(), 2700, 0)
     config = TrainConfig(epochs=args.epochs, test_fraction=0.0)
-    train_predictor(table, y, TrainConfig(epochs=1, test_fraction=0.0), progress=False)  # warm-up
+    train_fused(table, y, TrainConfig(epochs=1, test_fraction=0.0), progress=False)  # warm-up
     with instrumented(), profile(activities=[ProfilerActivity.CPU]) as prof:
         t0, c0 = time.perf_counter(), time.thread_time()
-        train_predictor(table, y, config, progress=False)
+        train_fused(table, y, config, progress=False)
         wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     total: dict[str, float] = defaultdict(float)
     for ev in prof.key_averages():

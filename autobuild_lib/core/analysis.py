@@ -142,7 +142,8 @@ def hop_srcc_runs(table: GraphTable, labels: Mapping[str, np.ndarray], seeds: Se
     """Train one predictor per (label, loss, seed) and return their test metrics.
 
     The predictors train ``n_jobs`` at a time (:func:`~autobuild_lib.core.train_many.train_many`,
-    -1: all cores), with the same results as one after another; ``progress`` is unused then.
+    -1: all cores), with the same results as one after another, on the fused chain path
+    (:func:`~autobuild_lib.core.chain_network.train_fused`) for chain tables; ``progress`` is unused then.
 
     ``labels`` maps a label name to one value per graph of ``table``.  The seed fixes both the
     90/10 split and the initialisation (``TrainConfig.seed``), so the two losses of one seed
@@ -157,8 +158,9 @@ def hop_srcc_runs(table: GraphTable, labels: Mapping[str, np.ndarray], seeds: Se
     if not seeds:
         raise ValueError("need at least one seed")
     keys = [(name, loss, int(s)) for name in labels for loss in losses for s in seeds]
-    tasks = [TrainTask(table, labels[name], TrainConfig(epochs=epochs, seed=s, hop_srcc=LOSSES[loss], **config))
-             for name, loss, s in keys]
+    # no committed cache holds these predictors: they train on the fused chain path
+    tasks = [TrainTask(table, labels[name], TrainConfig(epochs=epochs, seed=s, hop_srcc=LOSSES[loss], **config),
+                       fused=True) for name, loss, s in keys]
     rows = []
     for (name, loss, s), (res, secs, cpu) in zip(keys, train_many(tasks, n_jobs=n_jobs)):
         if not res.metrics:

@@ -42,8 +42,7 @@ class LabelledArchs(Protocol):
 
 _CACHE_VERSION = 1
 # Source files whose content determines a trained predictor's weights.
-_MODEL_CODE = ("predictor.py", "training.py", "chain_predictor.py", "chain_network.py", "csrc/chain_layer.cpp",
-               "losses.py", "graphs.py")
+_MODEL_CODE = ("predictor.py", "training.py", "chain_predictor.py", "losses.py", "graphs.py")
 _LATENCY_CODE = ("latency.py", "losses.py", "graphs.py")
 
 

@@ -16,6 +16,15 @@ one gradient accumulation instead of 55.
 The extension is compiled on first use with torch's ``cpp_extension`` (like
 ``torchsort``, it needs a C++ compiler) into ``<venv>/autobuild-ext`` and is
 reused afterwards; ``scripts/setup.sh`` builds it.
+
+:func:`train_fused` is :func:`~autobuild_lib.core.training.train_predictor`
+(same split, seeds, shuffles, batches, AdamW) on this network.  It is not yet
+``train_predictor``'s default: the committed full-profile predictors and
+evaluation caches of chapters 03-06 are keyed by the code of the default path,
+and chapter 05's constructions change when their predictors are retrained, so
+making it the default waits for a refill of those caches (about 3.6 CPU-hours
+for chapter 05 alone).  Chapter 02 (36 predictors, no committed cache) trains
+on it through :class:`~autobuild_lib.core.train_many.TrainTask` ``fused``.
 """
 from __future__ import annotations
 
@@ -25,15 +34,25 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from autobuild_lib.core.chain_predictor import ChainNodes, chain_loss, is_chain_table
+from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.predictor import AutoBuildPredictor
-
-if TYPE_CHECKING:
-    from autobuild_lib.core.chain_predictor import ChainNodes
+from autobuild_lib.core.training import (
+    TrainConfig,
+    TrainResult,
+    _check_labels,
+    evaluate_predictor,
+    flat_parameters,
+    single_thread,
+    split_indices,
+    train_predictor,
+)
 
 SOURCE = Path(__file__).with_name("csrc") / "chain_layer.cpp"
 # no -ffast-math, no FMA contraction: sums keep their source order on every x86 machine
@@ -71,6 +90,10 @@ class ChainNetwork:
             raise ValueError("ChainNetwork fuses one attention head and BatchNorm with a fixed momentum only")
         self.model, self.flat = model, flat
         self.kernels = kernels()
+        n_values = sum(p.numel() for p in model.parameters())
+        if n_values != flat.numel():
+            raise ValueError(f"flat parameter has {flat.numel()} values, the model {n_values}: pass the one "
+                             "flat_parameters(model) yields")
         # every parameter's gradient is a view into one buffer, which backward fills completely
         self._grad = torch.empty_like(flat)
         self.grads: dict[int, torch.Tensor] = {}
@@ -78,8 +101,6 @@ class ChainNetwork:
         for p in model.parameters():
             self.grads[id(p)] = self._grad[start:start + p.numel()].view_as(p)
             start += p.numel()
-        if start != flat.numel():
-            raise ValueError(f"flat parameter has {flat.numel()} values, the model {start}")
 
     def __call__(self, nodes: ChainNodes) -> tuple[torch.Tensor, torch.Tensor]:
         """Prediction ``[B]`` and hop norms ``||h_G^m||_1`` ``[B, M+1]`` (Eq. 2) of the graphs in ``nodes``."""
@@ -191,3 +212,56 @@ class _Fused(torch.autograd.Function):
             torch.sum(da1, 0, out=g[id(lin1.bias)])
             col += 1
         return net._grad.clone(), None, None, None, None, None
+
+
+def train_fused(table: GraphTable, y: np.ndarray, config: TrainConfig | None = None,
+                train_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None,
+                progress: bool = True) -> TrainResult:
+    """:func:`~autobuild_lib.core.training.train_predictor` with the fused :class:`ChainNetwork`.
+
+    Chain tables only (OFA sequence graphs); any other table goes to
+    ``train_predictor`` unchanged.  Same split, seeds, epoch shuffles and
+    batches as ``train_predictor``, so the two agree within float summation
+    order (``tests/core/test_chain_predictor.py``).
+    """
+    if not is_chain_table(table):
+        return train_predictor(table, y, config, train_idx, test_idx, progress=progress)
+    config = config or TrainConfig()
+    y = _check_labels(table, y)
+    if train_idx is None:
+        train_idx, test_idx = split_indices(len(y), config.test_fraction, config.seed)
+    train_idx = np.asarray(train_idx)
+    test_idx = np.asarray(test_idx if test_idx is not None else [], dtype=np.int64)
+    if len(train_idx) < 2:
+        raise ValueError(f"need at least 2 training graphs, got {len(train_idx)}")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed + 1)
+    y_mean, y_std = float(y[train_idx].mean()), float(y[train_idx].std()) or 1.0
+    ys = torch.tensor((y - y_mean) / y_std, dtype=torch.float32)
+    model = AutoBuildPredictor(table.schema, hidden=config.hidden, n_layers=config.n_layers)
+    history: list[float] = []
+    with single_thread(), flat_parameters(model) as flat:
+        opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        net = ChainNetwork(model, flat)
+        for _ in (bar := tqdm(range(config.epochs), desc="train", disable=not progress, leave=False)):
+            model.train()
+            order = torch.as_tensor(rng.permutation(train_idx), dtype=torch.long)
+            ys_order = ys[order]
+            nodes = ChainNodes.gather(table, order)
+            total = 0.0
+            for start in range(0, len(order), config.batch_size):
+                stop = min(start + config.batch_size, len(order))
+                if stop - start < 2:  # BatchNorm and SRCC need two graphs
+                    continue
+                pred, norms = net(nodes.slice(start, stop))
+                loss = chain_loss(ys_order[start:stop], pred, norms, config.hop_srcc)
+                flat.grad.zero_()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * (stop - start)
+            history.append(total / len(order))
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+    result = TrainResult(model, config, train_idx, test_idx, y_mean, y_std, history=history)
+    if len(test_idx) > 1:
+        result.metrics = evaluate_predictor(result, table, y, test_idx)
+    return result

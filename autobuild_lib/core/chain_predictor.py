@@ -1,4 +1,4 @@
-"""Training the predictor on chain (sequence) graphs: batches, Eq. 4 loss and the epoch loop.
+"""Fast forward and training loop of the predictor on chain (sequence) graphs.
 
 The OFA sequence graphs (paper Sec. 3.1) are chains: node ``i`` of a graph
 receives a message from node ``i - 1`` and from its own self loop.  Stored
@@ -13,13 +13,12 @@ Sec. 3.2) needs no edge list, gather or scatter softmax here::
 which is the same function as PyG's ``GATv2Conv`` (heads 1, no dropout) with
 self loops, on the same parameters of an
 :class:`~autobuild_lib.core.predictor.AutoBuildPredictor`; only float summation
-order differs.  :class:`~autobuild_lib.core.chain_network.ChainNetwork` runs
-the forward and backward of the whole predictor on these chains by hand
-(the layers in C++); this module feeds it batches (:class:`ChainNodes`),
-computes Eq. 4 with the soft ranks of all hops in one ``torchsort`` call
-(:func:`chain_loss`) and runs the epochs (:func:`fit_chain`).  The trained
-model is the ordinary :class:`AutoBuildPredictor`; prediction, scoring and
-saving are unchanged.  IR and SD graphs are not chains and keep the PyG path.
+order differs.  The FE-MLP's categorical columns become one table of
+per-value scalars ``f_c(v)`` and one gather, the hop norms
+``||h_G^m||_1`` (Eq. 2) of all hops are one matrix product, and the soft
+ranks of all hops (Eq. 4) one ``torchsort`` call.  The trained model is the
+ordinary :class:`AutoBuildPredictor`; prediction, scoring and saving are
+unchanged.  IR and SD graphs are not chains and keep the PyG path.
 """
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ import torch.nn.functional as F
 import torchsort
 from tqdm.auto import tqdm
 
-from autobuild_lib.core.chain_network import ChainNetwork
 from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.predictor import AutoBuildPredictor
 
@@ -79,6 +77,58 @@ class ChainNodes:
                           self.ptr[start:stop + 1] - n0)
 
 
+def fe_forward(model: AutoBuildPredictor, nodes: ChainNodes) -> torch.Tensor:
+    """FE-MLP ``h^0 = |[f_1(x^1), ..., f_C(x^C)]|`` with one gather for all categories."""
+    fe = model.fe
+    cols = []
+    if fe.cat:
+        values = torch.cat([lin(emb.weight) for emb, lin in fe.cat]).squeeze(1)
+        cols.append(values[nodes.cat])
+    start = 0
+    for f, lin in zip(fe.schema.numeric, fe.num):
+        cols.append(lin(nodes.num[:, start:start + f.dim]))
+        start += f.dim
+    return torch.cat(cols, dim=1).abs()
+
+
+def gatv2_chain(conv, h: torch.Tensor, follows: torch.Tensor) -> torch.Tensor:
+    """PyG ``GATv2Conv`` (heads 1) on flat chains with self loops."""
+    xlr = F.linear(h, torch.cat([conv.lin_l.weight, conv.lin_r.weight]),
+                   torch.cat([conv.lin_l.bias, conv.lin_r.bias]))
+    xl, xr = xlr.split(xl_width := conv.lin_l.weight.shape[0], dim=1)
+    prev = F.pad(xl[:-1], (0, 0, 1, 0))
+    scores = F.leaky_relu(torch.stack([prev, xl]) + xr, conv.negative_slope) @ conv.att.view(xl_width)
+    alpha = torch.sigmoid(scores[0] - scores[1]).unsqueeze(1) * follows
+    return torch.addcmul(xl, alpha, prev - xl) + conv.bias
+
+
+def chain_forward(model: AutoBuildPredictor, nodes: ChainNodes,
+                  pool_all: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction ``[B]`` and the hop norms ``||h_G^m||_1`` ``[B, M+1]`` (Eq. 2).
+
+    Embeddings are non-negative, so the L1 norm of a hop's mean is the mean
+    of the nodes' row sums; only those and the last hop are pooled.  With
+    ``pool_all`` the second output is every hop's ``h_G^m`` side by side
+    instead, ``[B, sum d_m]`` (:func:`split_hops`).
+    """
+    h = fe_forward(model, nodes)
+    hs = [h]
+    for m, (conv, norm) in enumerate(zip(model.convs, model.norms)):
+        out = torch.relu(norm(gatv2_chain(conv, h, nodes.follows)))
+        h = out if m == 0 else out + h
+        hs.append(h)
+    counts = nodes.ptr.diff()
+    cols = hs if pool_all else [torch.stack([x.sum(dim=1) for x in hs], dim=1), h]
+    pooled = torch.segment_reduce(torch.cat(cols, dim=1), "sum", lengths=counts) / counts.unsqueeze(1)
+    pred = model.head(pooled[:, -h.shape[1]:]).squeeze(-1)
+    return pred, pooled if pool_all else pooled[:, :len(hs)]
+
+
+def split_hops(model: AutoBuildPredictor, pooled: torch.Tensor) -> list[torch.Tensor]:
+    """``[h_G^0, ..., h_G^M]`` from ``chain_forward(..., pool_all=True)``."""
+    return list(pooled.split([model.fe.out_dim] + [model.norms[0].num_features] * model.n_layers, dim=1))
+
+
 def chain_loss(y: torch.Tensor, pred: torch.Tensor, norms: torch.Tensor, hop_srcc: bool,
                strength: float = 1.0) -> torch.Tensor:
     """Eq. 4 with the soft ranks of all ``M+1`` hops in one call; ``norms`` is ``[B, M+1]``.
@@ -103,7 +153,6 @@ def fit_chain(model: AutoBuildPredictor, opt: torch.optim.Optimizer, flat: torch
               config, history: list[float], progress: bool) -> None:
     """The epoch loop of ``training._fit`` (same shuffles and batches) on the chain path."""
     bar = tqdm(range(config.epochs), desc="train", disable=not progress, leave=False)
-    net = ChainNetwork(model, flat)
     for _ in bar:
         model.train()
         order = torch.as_tensor(rng.permutation(train_idx), dtype=torch.long)
@@ -114,8 +163,7 @@ def fit_chain(model: AutoBuildPredictor, opt: torch.optim.Optimizer, flat: torch
             stop = min(start + config.batch_size, len(order))
             if stop - start < 2:
                 continue
-            batch = nodes.slice(start, stop)
-            pred, norms = net(batch)
+            pred, norms = chain_forward(model, nodes.slice(start, stop))
             loss = chain_loss(ys_order[start:stop], pred, norms, config.hop_srcc)
             flat.grad.zero_()
             loss.backward()

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from joblib import Parallel, delayed
 
+from autobuild_lib.core.chain_network import train_fused
 from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.training import TrainConfig, TrainResult, train_predictor
 
@@ -27,6 +28,9 @@ class TrainTask:
     config: TrainConfig
     train_idx: np.ndarray | None = None
     test_idx: np.ndarray | None = None
+    fused: bool = False
+    """Train with :func:`~autobuild_lib.core.chain_network.train_fused` (chain tables; same split,
+    seeds and batches, about 1.5x faster) instead of ``train_predictor``'s default path."""
 
 
 class Trained(NamedTuple):
@@ -43,8 +47,8 @@ class Trained(NamedTuple):
 
 def _run(task: TrainTask) -> Trained:
     wall, cpu = time.perf_counter(), time.thread_time()
-    res = train_predictor(task.table, task.y, task.config, train_idx=task.train_idx,
-                          test_idx=task.test_idx, progress=False)
+    train = train_fused if task.fused else train_predictor
+    res = train(task.table, task.y, task.config, train_idx=task.train_idx, test_idx=task.test_idx, progress=False)
     return Trained(res, time.perf_counter() - wall, time.thread_time() - cpu)
 
 

@@ -124,7 +124,7 @@ def train_predictor(table: GraphTable, y: np.ndarray, config: TrainConfig | None
     loss_fn = AutoBuildLoss(hop_srcc=config.hop_srcc)
     history = []
     with single_thread(), flat_parameters(model) as flat:
-        opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay)
         if fast and is_chain_table(table):
             fit_chain(model, opt, flat, table, ys, train_idx, rng, config, history, progress)
         else:
@@ -140,9 +140,9 @@ def flat_parameters(model: torch.nn.Module) -> Iterator[torch.nn.Parameter]:
     """All parameters of ``model`` as views of one flat parameter, grads likewise.
 
     AdamW is elementwise, so one step on the flat vector is the same update,
-    bit for bit, as a step on every parameter tensor; with ``fused=True`` it
-    is one kernel instead of a dozen per tensor (55 tensors in the OFA
-    predictor).  Zero the gradients with ``flat.grad.zero_()``
+    bit for bit, as a step on every parameter tensor; it runs a dozen kernels
+    instead of a dozen per tensor (55 tensors in the OFA predictor: 1.9 ms of
+    a ~15 ms training step).  Zero the gradients with ``flat.grad.zero_()``
     (never set them to ``None``): backward then accumulates into the views.
     On exit every parameter gets its own storage again.
     """
