@@ -21,10 +21,12 @@ reused afterwards; ``scripts/setup.sh`` builds it.
 (same split, seeds, shuffles, batches, AdamW) on this network.  It is not yet
 ``train_predictor``'s default: the committed full-profile predictors and
 evaluation caches of chapters 03-06 are keyed by the code of the default path,
-and chapter 05's constructions change when their predictors are retrained, so
-making it the default waits for a refill of those caches (about 3.6 CPU-hours
-for chapter 05 alone).  Chapter 02 (36 predictors, no committed cache) trains
-on it through :class:`~autobuild_lib.core.train_many.TrainTask` ``fused``.
+and retrained on this one, chapter 05's predictors swap one stage-1 module of
+one equation's top 3 (``k5e4,k7e6,k7e6,k7e6`` for ``k7e6,k7e6,k7e6,k7e6``), which
+changes 81 of its 972 architectures, so making it the default waits for a
+refill of those caches.
+Chapter 02 (36 predictors, no committed cache) trains on it through
+:class:`~autobuild_lib.core.train_many.TrainTask` ``fused``.
 """
 from __future__ import annotations
 
