@@ -42,12 +42,8 @@ def test_chain_detection():
     assert not is_chain_table(GraphTable([reversed_chain], OFA_SCHEMA))
 
 
-@pytest.mark.parametrize("space,train", [(mbv3, True), (pn, True), (mbv3, False)])
-def test_same_function_and_gradients_at_fixed_weights(space, train):
-    table, y = _table(space(), 70, seed=3)
-    idx = torch.as_tensor(np.random.default_rng(4).permutation(len(table))[:64])
-    ys = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)[idx]
-    torch.manual_seed(7)
+def _perturbed_pair(seed: int = 7) -> tuple[AutoBuildPredictor, AutoBuildPredictor]:
+    torch.manual_seed(seed)
     ref = AutoBuildPredictor(OFA_SCHEMA)
     with torch.no_grad():  # attention vectors and BN affine away from their init
         for conv, norm in zip(ref.convs, ref.norms):
@@ -59,6 +55,15 @@ def test_same_function_and_gradients_at_fixed_weights(space, train):
             norm.running_var.uniform_(0.5, 2.0)
     fast = AutoBuildPredictor(OFA_SCHEMA)
     fast.load_state_dict(ref.state_dict())
+    return ref.train(), fast.train()
+
+
+@pytest.mark.parametrize("space,train", [(mbv3, True), (pn, True), (mbv3, False)])
+def test_same_function_and_gradients_at_fixed_weights(space, train):
+    table, y = _table(space(), 70, seed=3)
+    idx = torch.as_tensor(np.random.default_rng(4).permutation(len(table))[:64])
+    ys = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)[idx]
+    ref, fast = _perturbed_pair()
     ref.train(train)
     fast.train(train)
     pred_r, graph_r = ref(table.batch(idx))
@@ -110,22 +115,6 @@ def test_training_same_srcc_as_pyg_path(seed):
 
 
 # ----------------------------------------------------------------------------- the fused network
-def _perturbed_pair(seed: int = 7) -> tuple[AutoBuildPredictor, AutoBuildPredictor]:
-    torch.manual_seed(seed)
-    ref = AutoBuildPredictor(OFA_SCHEMA)
-    with torch.no_grad():  # attention vectors and BN affine away from their init
-        for conv, norm in zip(ref.convs, ref.norms):
-            conv.att.normal_(0, 1.0)
-            conv.bias.normal_(0, 0.1)
-            norm.weight.uniform_(0.5, 1.5)
-            norm.bias.normal_(0, 0.2)
-            norm.running_mean.normal_(0, 0.3)
-            norm.running_var.uniform_(0.5, 2.0)
-    fast = AutoBuildPredictor(OFA_SCHEMA)
-    fast.load_state_dict(ref.state_dict())
-    return ref.train(), fast.train()
-
-
 @pytest.mark.parametrize("space", [mbv3, pn])
 def test_fused_network_same_function_and_gradients_at_fixed_weights(space):
     """ChainNetwork (C++ layers, hand-written backward) against the PyG GATv2Conv path, to 1e-5."""
