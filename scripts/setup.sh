@@ -34,7 +34,7 @@ fi
 # 4. the study's own package (editable) and its Jupyter kernel.
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name autobuild --display-name "AutoBuild study" >/dev/null
-# 4b. the predictor's fused C++ layer (autobuild_lib/core/csrc), built once into $VENV/autobuild-ext;
+# 4b. the predictor's fused C++ network and loss (autobuild_lib/core/csrc), built once into $VENV/autobuild-ext;
 #     ninja rebuilds it on first use when the source changes.
 "$VENV/bin/python" -W ignore::FutureWarning -c 'from autobuild_lib.core.chain_network import kernels; kernels()'
 # 5. Fashion-MNIST: Debian's package when we may install it (else the loader

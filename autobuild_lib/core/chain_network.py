@@ -39,10 +39,9 @@ from types import ModuleType
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from autobuild_lib.core.chain_predictor import ChainNodes, chain_loss, is_chain_table
+from autobuild_lib.core.chain_predictor import ChainNodes, is_chain_table
 from autobuild_lib.core.graphs import GraphTable
 from autobuild_lib.core.predictor import AutoBuildPredictor
 from autobuild_lib.core.training import (
@@ -56,7 +55,8 @@ from autobuild_lib.core.training import (
     train_predictor,
 )
 
-SOURCE = Path(__file__).with_name("csrc") / "chain_layer.cpp"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = [CSRC / "chain_layer.cpp", CSRC / "chain_network.cpp", CSRC / "rank_loss.cpp"]
 # no -ffast-math, no FMA contraction: sums keep their source order on every x86 machine
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
 
@@ -70,21 +70,36 @@ def kernels() -> ModuleType:
     build = Path(os.environ.get("AUTOBUILD_EXT_DIR", Path(sys.prefix) / "autobuild-ext"))
     try:
         build.mkdir(parents=True, exist_ok=True)
-        return cpp_extension.load(name="autobuild_chain_layer", sources=[str(SOURCE)], extra_cflags=_CFLAGS,
-                                  build_directory=str(build), verbose=False)
+        return cpp_extension.load(name="autobuild_chain_network", sources=[str(p) for p in SOURCES],
+                                  extra_cflags=_CFLAGS, build_directory=str(build), verbose=False)
     except (RuntimeError, OSError) as exc:
-        raise RuntimeError(f"could not build the fused predictor layer {SOURCE.name} in {build} "
+        raise RuntimeError(f"could not build the fused predictor network (autobuild_lib/core/csrc) in {build} "
                            f"({' '.join(str(exc).split())[:160]}); install g++ and ninja (scripts/setup.sh "
                            "does), or train with train_predictor(..., fast=False)") from None
+
+
+def _parameter_lists(model: AutoBuildPredictor) -> tuple[list, list, list, list]:
+    """The model's parameters in the C++ network's layout (``csrc/chain_network.cpp``): FE-MLP,
+    encoder layers, head, and the BatchNorm buffers."""
+    fe = [t for emb, lin in model.fe.cat for t in (emb.weight, lin.weight, lin.bias)]
+    fe += [t for lin1, lin2 in model.fe.num for t in (lin1.weight, lin1.bias, lin2.weight, lin2.bias)]
+    convs = [t for conv, norm in zip(model.convs, model.norms)
+             for t in (conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight, conv.lin_r.bias, conv.att,
+                       conv.bias, norm.weight, norm.bias)]
+    head = [model.head[0].weight, model.head[0].bias, model.head[2].weight, model.head[2].bias]
+    stats = [t for norm in model.norms for t in (norm.running_mean, norm.running_var, norm.num_batches_tracked)]
+    return fe, convs, head, stats
 
 
 class ChainNetwork:
     """Fused training-mode forward/backward of one :class:`AutoBuildPredictor` on chain graphs.
 
     ``flat`` must be the flat parameter whose views are ``model``'s parameters
-    (:func:`~autobuild_lib.core.training.flat_parameters`); calling the network
+    (:func:`~autobuild_lib.core.training.flat_parameters`).  Calling the network
     returns the prediction ``[B]`` and the hop norms ``[B, M+1]`` with a
-    gradient path to ``flat`` only, and updates the BatchNorm running statistics.
+    gradient path to ``flat`` only; :meth:`step` computes the Eq. 4 loss and
+    writes its gradient into ``flat.grad`` without autograd.  Both update the
+    BatchNorm running statistics.
     """
 
     def __init__(self, model: AutoBuildPredictor, flat: torch.nn.Parameter) -> None:
@@ -92,128 +107,122 @@ class ChainNetwork:
             raise ValueError("ChainNetwork fuses one attention head and BatchNorm with a fixed momentum only")
         self.model, self.flat = model, flat
         self.kernels = kernels()
+        *self.params, self.stats = _parameter_lists(model)
+        listed = {id(p) for group in self.params for p in group}
+        if listed != {id(p) for p in model.parameters()} or len(listed) != sum(map(len, self.params)):
+            raise ValueError("ChainNetwork does not know every parameter of this model (an edge or residual "
+                             "projection in GATv2Conv?)")
         n_values = sum(p.numel() for p in model.parameters())
         if n_values != flat.numel():
             raise ValueError(f"flat parameter has {flat.numel()} values, the model {n_values}: pass the one "
                              "flat_parameters(model) yields")
-        # every parameter's gradient is a view into one buffer, which backward fills completely
+        # gradients as views of a private buffer (autograd path) and of flat.grad (step)
         self._grad = torch.empty_like(flat)
-        self.grads: dict[int, torch.Tensor] = {}
-        start = 0
-        for p in model.parameters():
-            self.grads[id(p)] = self._grad[start:start + p.numel()].view_as(p)
+        self._grads = self._views(self._grad)
+        self._flat_grads = self._views(flat.grad) if flat.grad is not None else None
+        self._scalars = (float(model.norms[0].momentum), float(model.norms[0].eps),
+                         float(model.convs[0].negative_slope))
+
+    def _views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
+        where, start = {}, 0
+        for p in self.model.parameters():
+            where[id(p)] = buffer[start:start + p.numel()].view_as(p)
             start += p.numel()
+        return [where[id(p)] for group in self.params for p in group]
+
+    def forward(self, nodes: ChainNodes) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Prediction, hop norms and the saved tensors of the backward, without autograd."""
+        if len(nodes.cat) < 2:
+            raise ValueError("ChainNetwork trains BatchNorm on batch statistics: it needs at least 2 nodes")
+        out = self.kernels.network_forward(*self.params, self.stats, nodes.cat, nodes.num,
+                                           nodes.follows.reshape(-1), nodes.ptr, *self._scalars)
+        return out[0], out[1], out
+
+    def backward(self, saved: list[torch.Tensor], nodes: ChainNodes, dpred: torch.Tensor,
+                 dnorms: torch.Tensor, grads: list[torch.Tensor]) -> None:
+        """Write the gradient of ``dpred . pred + dnorms . norms`` into the views ``grads``."""
+        self.kernels.network_backward(*self.params, grads, saved, nodes.cat, nodes.num, nodes.follows.reshape(-1),
+                                      nodes.ptr, dpred, dnorms, self._scalars[2])
 
     def __call__(self, nodes: ChainNodes) -> tuple[torch.Tensor, torch.Tensor]:
         """Prediction ``[B]`` and hop norms ``||h_G^m||_1`` ``[B, M+1]`` (Eq. 2) of the graphs in ``nodes``."""
-        if len(nodes.cat) < 2:
-            raise ValueError("ChainNetwork trains BatchNorm on batch statistics: it needs at least 2 nodes")
-        return _Fused.apply(self.flat, self, nodes.cat, nodes.num, nodes.follows.reshape(-1).contiguous(), nodes.ptr)
+        return _Fused.apply(self.flat, self, nodes)
 
-
-def _fe(model: AutoBuildPredictor, cat: torch.Tensor, num: torch.Tensor):
-    """FE-MLP pre-activations ``[N, C]`` and the numeric branches' hidden activations."""
-    fe = model.fe
-    cols, hidden = [], []
-    if fe.cat:
-        values = torch.cat([F.linear(emb.weight, lin.weight, lin.bias) for emb, lin in fe.cat]).squeeze(1)
-        cols.append(values[cat])
-    start = 0
-    for f, (lin1, lin2) in zip(fe.schema.numeric, fe.num):
-        x = num[:, start:start + f.dim]
-        a1 = F.linear(x, lin1.weight, lin1.bias)
-        hidden.append((x, a1))
-        cols.append(F.linear(a1, lin2.weight, lin2.bias))
-        start += f.dim
-    return torch.cat(cols, dim=1), hidden
+    def step(self, nodes: ChainNodes, y: torch.Tensor, hop_srcc: bool = True, strength: float = 1.0) -> float:
+        """The Eq. 4 loss of the graphs in ``nodes``; its gradient lands in ``flat.grad`` (overwritten)."""
+        if self._flat_grads is None:
+            raise ValueError("step() writes into flat.grad: create the flat parameter with flat_parameters()")
+        pred, norms, saved = self.forward(nodes)
+        loss, dpred, dnorms = self.kernels.rank_loss(y, pred, norms, hop_srcc, strength)
+        self.backward(saved, nodes, dpred, dnorms, self._flat_grads)
+        return float(loss)
 
 
 class _Fused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, flat, net: ChainNetwork, cat, num, follows, ptr):
-        model, k = net.model, net.kernels
-        raw, hidden = _fe(model, cat, num)
-        h = raw.abs()
-        hs, saved = [h], []
-        for m, (conv, norm) in enumerate(zip(model.convs, model.norms)):
-            w = torch.cat([conv.lin_l.weight, conv.lin_r.weight])
-            b = torch.cat([conv.lin_l.bias, conv.lin_r.bias])
-            out, xlr, alpha, z, rstd = k.layer_forward(
-                h, follows, w, b, conv.att.view(-1), conv.bias, norm.weight, norm.bias, norm.running_mean,
-                norm.running_var, float(norm.momentum), float(norm.eps), float(conv.negative_slope), m > 0)
-            norm.num_batches_tracked.add_(1)
-            saved.append((w, xlr, alpha, z, rstd))
-            h = out
-            hs.append(h)
-        counts = ptr.diff()
-        rows = torch.stack([x.sum(dim=1) for x in hs], dim=1)
-        pooled = torch.segment_reduce(torch.cat([rows, h], dim=1), "sum", lengths=counts) / counts.unsqueeze(1)
-        lin1, lin2 = model.head[0], model.head[2]
-        x = pooled[:, len(hs):]
-        a = F.linear(x, lin1.weight, lin1.bias)
-        r = torch.relu(a)
-        pred = F.linear(r, lin2.weight, lin2.bias).squeeze(-1)
-        ctx.net, ctx.cat, ctx.follows, ctx.counts = net, cat, follows, counts
-        ctx.raw, ctx.hidden, ctx.hs, ctx.saved, ctx.head = raw, hidden, hs, saved, (x, a, r)
-        return pred, pooled[:, :len(hs)]
+    def forward(ctx, flat, net: ChainNetwork, nodes: ChainNodes):
+        pred, norms, saved = net.forward(nodes)
+        ctx.net, ctx.nodes, ctx.saved = net, nodes, saved
+        return pred, norms
 
     @staticmethod
     def backward(ctx, dpred, dnorms):
         net = ctx.net
-        model, k = net.model, net.kernels
-        g = net.grads
-        # head: pred = lin2(ReLU(lin1(x)))
-        lin1, lin2 = model.head[0], model.head[2]
-        x, a, r = ctx.head
-        dp = dpred.unsqueeze(1)
-        torch.mm(dp.t(), r, out=g[id(lin2.weight)])
-        g[id(lin2.bias)].copy_(dp.sum(0))
-        da = (dp @ lin2.weight) * (a > 0)
-        torch.mm(da.t(), x, out=g[id(lin1.weight)])
-        torch.sum(da, 0, out=g[id(lin1.bias)])
-        # mean pooling of [row sums of h^0..h^M, h^M] per graph
-        n_hops = len(ctx.hs)
-        dpooled = torch.cat([dnorms, da @ lin1.weight], dim=1) / ctx.counts.unsqueeze(1)
-        dcols = dpooled.repeat_interleave(ctx.counts, dim=0)
-        dh = dcols[:, n_hops:] + dcols[:, n_hops - 1:n_hops]
-        for m in range(model.n_layers - 1, -1, -1):
-            conv, norm = model.convs[m], model.norms[m]
-            w, xlr, alpha, z, rstd = ctx.saved[m]
-            dh, dw, db, datt, dbias, dgamma, dbeta = k.layer_backward(
-                dh, ctx.hs[m], ctx.follows, w, xlr, alpha, z, rstd, conv.att.view(-1), norm.weight, norm.bias,
-                float(conv.negative_slope), m > 0)
-            width = conv.lin_l.weight.shape[0]
-            g[id(conv.lin_l.weight)].copy_(dw[:width])
-            g[id(conv.lin_r.weight)].copy_(dw[width:])
-            g[id(conv.lin_l.bias)].copy_(db[:width])
-            g[id(conv.lin_r.bias)].copy_(db[width:])
-            g[id(conv.att)].copy_(datt.view_as(conv.att))
-            g[id(conv.bias)].copy_(dbias)
-            g[id(norm.weight)].copy_(dgamma)
-            g[id(norm.bias)].copy_(dbeta)
-            dh = dh + dcols[:, m:m + 1]
-        # FE-MLP: h^0 = |raw|
-        draw = dh * ctx.raw.sign()
-        fe = model.fe
-        if fe.cat:
-            n_cat = len(fe.cat)
-            sizes = [emb.weight.shape[0] for emb, _ in fe.cat]
-            dvalues = torch.zeros(sum(sizes)).index_add_(0, ctx.cat.reshape(-1), draw[:, :n_cat].reshape(-1))
-            for dv, (emb, lin) in zip(dvalues.split(sizes), fe.cat):
-                dv = dv.unsqueeze(1)
-                torch.mm(dv, lin.weight, out=g[id(emb.weight)])
-                torch.mm(dv.t(), emb.weight, out=g[id(lin.weight)])
-                g[id(lin.bias)].copy_(dv.sum(0))
-        col = len(fe.cat)
-        for (xn, a1), (lin1, lin2) in zip(ctx.hidden, fe.num):
-            dout = draw[:, col:col + 1]
-            torch.mm(dout.t(), a1, out=g[id(lin2.weight)])
-            g[id(lin2.bias)].copy_(dout.sum(0))
-            da1 = dout @ lin2.weight
-            torch.mm(da1.t(), xn, out=g[id(lin1.weight)])
-            torch.sum(da1, 0, out=g[id(lin1.bias)])
-            col += 1
-        return net._grad.clone(), None, None, None, None, None
+        net.backward(ctx.saved, ctx.nodes, dpred, dnorms, net._grads)
+        return net._grad.clone(), None, None
+
+
+def rank_loss(y: torch.Tensor, pred: torch.Tensor, norms: torch.Tensor, hop_srcc: bool = True,
+              strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 4 (:func:`~autobuild_lib.core.chain_predictor.chain_loss`) and its gradients to ``pred`` and
+    ``norms``, computed in C++ without autograd."""
+    return tuple(kernels().rank_loss(y, pred, norms, hop_srcc, strength))
+
+
+class ChainTable:
+    """A chain table's node inputs, laid out once, for gathering an epoch's graphs in a few operations.
+
+    :meth:`gather` returns what :meth:`ChainNodes.gather
+    <autobuild_lib.core.chain_predictor.ChainNodes.gather>` does, without the edge
+    list and PyG ``Batch`` of :meth:`GraphTable.batch`.
+    """
+
+    def __init__(self, table: GraphTable) -> None:
+        nodes = ChainNodes.gather(table, torch.arange(len(table)))
+        self.cat, self.num, self.follows, self.ptr = nodes.cat, nodes.num, nodes.follows, nodes.ptr
+
+    def gather(self, idx: torch.Tensor) -> ChainNodes:
+        """The graphs ``idx``, in that order."""
+        counts = self.ptr[idx + 1] - self.ptr[idx]
+        nodes, _ = GraphTable._ranges(self.ptr[idx], counts)
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        return ChainNodes(self.cat[nodes], self.num[nodes], self.follows[nodes], ptr)
+
+
+class FlatAdamW:
+    """``torch.optim.AdamW(fused=True)`` on one flat parameter, without the optimiser's per-step bookkeeping.
+
+    Each :meth:`step` runs the kernel the optimiser runs (``torch._fused_adamw_``,
+    after the same step-count increment) on the same state, so the updates are
+    the optimiser's bit for bit (``tests/core/test_chain_predictor.py``), for
+    ~30 us instead of ~0.5 ms per step on this CPU.
+    """
+
+    def __init__(self, flat: torch.nn.Parameter, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.flat, self.lr, self.weight_decay, self.betas, self.eps = flat, lr, weight_decay, betas, eps
+        self.exp_avg = torch.zeros_like(flat, memory_format=torch.preserve_format)
+        self.exp_avg_sq = torch.zeros_like(flat, memory_format=torch.preserve_format)
+        self.step_count = torch.zeros((), dtype=torch.float32)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One AdamW update of ``flat`` from ``flat.grad``."""
+        self.step_count.add_(1)
+        torch._fused_adamw_([self.flat], [self.flat.grad], [self.exp_avg], [self.exp_avg_sq], [],
+                            [self.step_count], amsgrad=False, lr=self.lr, beta1=self.betas[0],
+                            beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+                            grad_scale=None, found_inf=None)
 
 
 def train_fused(table: GraphTable, y: np.ndarray, config: TrainConfig | None = None,
@@ -243,24 +252,21 @@ def train_fused(table: GraphTable, y: np.ndarray, config: TrainConfig | None = N
     model = AutoBuildPredictor(table.schema, hidden=config.hidden, n_layers=config.n_layers)
     history: list[float] = []
     with single_thread(), flat_parameters(model) as flat:
-        opt = torch.optim.AdamW([flat], lr=config.lr, weight_decay=config.weight_decay, fused=True)
-        net = ChainNetwork(model, flat)
+        opt = FlatAdamW(flat, lr=config.lr, weight_decay=config.weight_decay)
+        net, chains = ChainNetwork(model, flat), ChainTable(table)
         for _ in (bar := tqdm(range(config.epochs), desc="train", disable=not progress, leave=False)):
             model.train()
             order = torch.as_tensor(rng.permutation(train_idx), dtype=torch.long)
             ys_order = ys[order]
-            nodes = ChainNodes.gather(table, order)
+            nodes = chains.gather(order)
             total = 0.0
             for start in range(0, len(order), config.batch_size):
                 stop = min(start + config.batch_size, len(order))
                 if stop - start < 2:  # BatchNorm and SRCC need two graphs
                     continue
-                pred, norms = net(nodes.slice(start, stop))
-                loss = chain_loss(ys_order[start:stop], pred, norms, config.hop_srcc)
-                flat.grad.zero_()
-                loss.backward()
+                loss = net.step(nodes.slice(start, stop), ys_order[start:stop], config.hop_srcc)
                 opt.step()
-                total += float(loss.detach()) * (stop - start)
+                total += loss * (stop - start)
             history.append(total / len(order))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     result = TrainResult(model, config, train_idx, test_idx, y_mean, y_std, history=history)

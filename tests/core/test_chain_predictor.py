@@ -3,14 +3,15 @@
 At fixed weights the predictions, every hop's graph embedding, the hop norms,
 the Eq. 4 loss and all parameter gradients agree to 1e-5; after training with
 the same seed the hop SRCCs and the prediction SRCC agree within 0.01.  The
-same holds for the fused network (:class:`ChainNetwork`, C++ layers and a
-hand-written backward) and its trainer :func:`train_fused`.
+same holds for the fused network (:class:`ChainNetwork`, the whole network
+and the Eq. 4 loss in C++ with hand-written backward passes) and its trainer
+:func:`train_fused`.
 """
 import numpy as np
 import pytest
 import torch
 
-from autobuild_lib.core.chain_network import ChainNetwork, train_fused
+from autobuild_lib.core.chain_network import ChainNetwork, ChainTable, FlatAdamW, rank_loss, train_fused
 from autobuild_lib.core.chain_predictor import ChainNodes, chain_forward, chain_loss, is_chain_table, split_hops
 from autobuild_lib.core.graphs import OFA_SCHEMA, GraphTable, make_data, ofa_graph, ofa_module_graph
 from autobuild_lib.core.losses import AutoBuildLoss
@@ -115,9 +116,11 @@ def test_training_same_srcc_as_pyg_path(seed):
 
 
 # ----------------------------------------------------------------------------- the fused network
+@pytest.mark.parametrize("path", ["autograd", "step"])
 @pytest.mark.parametrize("space", [mbv3, pn])
-def test_fused_network_same_function_and_gradients_at_fixed_weights(space):
-    """ChainNetwork (C++ layers, hand-written backward) against the PyG GATv2Conv path, to 1e-5."""
+def test_fused_network_same_function_and_gradients_at_fixed_weights(space, path):
+    """ChainNetwork against the PyG GATv2Conv path, to 1e-5: as an autograd node under
+    ``chain_loss``, and as the autograd-free :meth:`ChainNetwork.step` the trainer runs."""
     table, y = _table(space(), 70, seed=3)
     idx = torch.as_tensor(np.random.default_rng(4).permutation(len(table))[:64])
     ys = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32)[idx]
@@ -126,19 +129,69 @@ def test_fused_network_same_function_and_gradients_at_fixed_weights(space):
     loss_r = AutoBuildLoss()(ys, pred_r, graph_r)
     loss_r.backward()
     with flat_parameters(fast) as flat:
-        pred_f, norms = ChainNetwork(fast, flat)(ChainNodes.gather(table, idx))
-        torch.testing.assert_close(pred_f, pred_r, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(norms, torch.stack([g.abs().sum(1) for g in graph_r], 1), rtol=1e-5, atol=1e-5)
-        loss_f = chain_loss(ys, pred_f, norms, hop_srcc=True)
-        torch.testing.assert_close(loss_f, loss_r, rtol=1e-5, atol=1e-5)
-        flat.grad.zero_()
-        loss_f.backward()
+        net, nodes = ChainNetwork(fast, flat), ChainTable(table).gather(idx)
+        if path == "autograd":
+            pred_f, norms = net(nodes)
+            torch.testing.assert_close(pred_f, pred_r, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(norms, torch.stack([g.abs().sum(1) for g in graph_r], 1),
+                                       rtol=1e-5, atol=1e-5)
+            loss_f = chain_loss(ys, pred_f, norms, hop_srcc=True)
+            flat.grad.zero_()
+            loss_f.backward()
+        else:
+            flat.grad.normal_()  # step overwrites the gradient
+            loss_f = torch.tensor(net.step(nodes, ys))
+        torch.testing.assert_close(loss_f, loss_r.detach(), rtol=1e-5, atol=1e-5)
         grads = [p.grad.clone() for p in fast.parameters()]
     for bf, br in zip(fast.buffers(), ref.buffers(), strict=True):  # BN running statistics and batch counts
         torch.testing.assert_close(bf, br, rtol=1e-5, atol=1e-5)
     for (name, _), gf, pr in zip(fast.named_parameters(), grads, ref.parameters(), strict=True):
         assert pr.grad.abs().sum() > 0, name
         torch.testing.assert_close(gf, pr.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("hop_srcc", [True, False])
+def test_rank_loss_same_value_and_gradients_as_chain_loss(hop_srcc):
+    """The C++ Eq. 4 (torchsort's soft rank re-implemented) against chain_loss with autograd, to 1e-5,
+    with ties in the labels and in a hop's norms."""
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 20, (96,), generator=gen).float() / 7  # ties
+    pred = torch.randn(96, generator=gen, requires_grad=True)
+    norms = (torch.rand(96, 5, generator=gen) * 40).round().div(8)  # ties
+    norms[:, 1] = torch.rand(96, generator=gen) * 3  # values closer than 1: large soft-rank blocks
+    norms.requires_grad_(True)
+    want = chain_loss(y, pred, norms, hop_srcc)
+    want.backward()
+    loss, dpred, dnorms = rank_loss(y, pred.detach(), norms.detach(), hop_srcc)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dpred, pred.grad, rtol=1e-5, atol=1e-6)
+    if hop_srcc:
+        torch.testing.assert_close(dnorms, norms.grad, rtol=1e-5, atol=1e-6)
+    else:  # MSE only: the norms get no gradient
+        assert norms.grad is None and torch.equal(dnorms, torch.zeros_like(dnorms))
+
+
+def test_flat_adamw_is_the_fused_optimiser_bit_for_bit():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.nn.Parameter(torch.randn(500, generator=gen))
+    b = torch.nn.Parameter(a.detach().clone())
+    a.grad, b.grad = torch.zeros(500), torch.zeros(500)
+    ref, ours = torch.optim.AdamW([a], lr=1e-3, weight_decay=1e-5, fused=True), FlatAdamW(b, 1e-3, 1e-5)
+    for _ in range(30):
+        g = torch.randn(500, generator=gen)
+        a.grad.copy_(g)
+        b.grad.copy_(g)
+        ref.step()
+        ours.step()
+    assert torch.equal(a, b) and not torch.equal(a, b.grad)
+
+
+def test_chain_table_gathers_what_chain_nodes_gathers():
+    table, _ = _table(pn(), 60)
+    idx = torch.as_tensor(np.random.default_rng(2).permutation(60))
+    want, got = ChainNodes.gather(table, idx), ChainTable(table).gather(idx)
+    for field in ("cat", "num", "follows", "ptr"):
+        assert torch.equal(getattr(got, field), getattr(want, field)), field
 
 
 def test_fused_network_rejects_a_foreign_flat_parameter_and_single_nodes():

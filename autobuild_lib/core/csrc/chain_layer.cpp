@@ -16,7 +16,7 @@
 // row's 32 terms in eight lanes), so the result does not depend on the vector
 // width: the AVX2 and baseline clones of the loops give the same bits.
 // -fno-trapping-math only lets the compiler vectorise the branches.
-#include <torch/extension.h>
+#include "chain_layer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -239,9 +239,4 @@ std::vector<torch::Tensor> layer_backward(const torch::Tensor& dout_in, const to
   torch::Tensor dh = residual ? torch::addmm(dout, dxlr, w) : torch::mm(dxlr, w);
   return {dh, dw, db, from_double(datt, opt), from_double(dbias, opt), from_double(sdyz, opt),
           from_double(sdy, opt)};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("layer_forward", &layer_forward, "fused chain encoder layer, forward (training mode)");
-  m.def("layer_backward", &layer_backward, "fused chain encoder layer, backward");
 }
