@@ -1,17 +1,23 @@
-"""The predictor's training forward and backward on chain graphs, hand-fused (paper Sec. 3.2, Eq. 2).
+"""The predictor's training step on chain graphs, hand-fused in C++ (paper Sec. 3.2, Eqs. 2 and 4).
 
 :class:`ChainNetwork` computes what :class:`AutoBuildPredictor` computes in
 training mode on chain graphs (:mod:`~autobuild_lib.core.chain_predictor`
 derives GATv2 on a chain) -- FE-MLP, M layers ``ReLU(BN(GATv2(h))) (+ h)``,
 the mean-pooled hop norms ``||h_G^m||_1`` (Eq. 2) and the MLP prediction --
-as one autograd node over the flat parameter vector of
-:func:`~autobuild_lib.core.training.flat_parameters`.
-Its backward is written out by hand: the encoder layers run in a C++ kernel
-(``csrc/chain_layer.cpp``: one pass over the nodes for the attention and a
-few for BatchNorm, plus the layer's matrix products), the FE-MLP, pooling and
-head in a few dozen tensor operations, and every parameter's gradient lands
-in one flat tensor.  A step thus runs ~100 operations instead of ~300, with
-one gradient accumulation instead of 55.
+with hand-written backward passes, in a C++ extension (``csrc/``):
+
+* ``chain_layer.cpp``: one encoder layer, one pass over the nodes for the
+  attention and a few for BatchNorm, plus the layer's matrix products;
+* ``chain_network.cpp``: the whole network, forward and backward, in one call
+  each (FE-MLP, the layers, pooling and head), gradients written into views of
+  the flat gradient of :func:`~autobuild_lib.core.training.flat_parameters`;
+* ``rank_loss.cpp``: the Eq. 4 loss and its gradient, with torchsort's l2 soft
+  rank re-implemented step for step.
+
+A training step (:meth:`ChainNetwork.step`) is thus three C++ calls and the
+fused AdamW kernel (:class:`FlatAdamW`), instead of ~300 tensor operations and
+an autograd pass.  Calling the network instead gives an autograd node, for
+losses written in torch.
 
 The extension is compiled on first use with torch's ``cpp_extension`` (like
 ``torchsort``, it needs a C++ compiler) into ``<venv>/autobuild-ext`` and is
@@ -20,11 +26,12 @@ reused afterwards; ``scripts/setup.sh`` builds it.
 :func:`train_fused` is :func:`~autobuild_lib.core.training.train_predictor`
 (same split, seeds, shuffles, batches, AdamW) on this network.  It is not yet
 ``train_predictor``'s default: the committed full-profile predictors and
-evaluation caches of chapters 03-06 are keyed by the code of the default path,
-and retrained on this one, chapter 05's predictors swap one stage-1 module of
-one equation's top 3 (``k5e4,k7e6,k7e6,k7e6`` for ``k7e6,k7e6,k7e6,k7e6``), which
-changes 81 of its 972 architectures, so making it the default waits for a
-refill of those caches.
+evaluation caches of chapters 03-06 are keyed by the code of the default path.
+Retrained on a fused path, weights move within float summation order and a
+top-K choice can flip (on this path's first version, chapter 05's predictors
+swapped one stage-1 module of one equation's top 3, ``k5e4,k7e6,k7e6,k7e6`` for
+``k7e6,k7e6,k7e6,k7e6``, changing 81 of its 972 architectures), so making it
+the default waits for a refill of those caches.
 Chapter 02 (36 predictors, no committed cache) trains on it through
 :class:`~autobuild_lib.core.train_many.TrainTask` ``fused``.
 """

@@ -3,8 +3,8 @@
 Targets (issue "autobuild_lib"): 200 epochs on 2.7k MBv3 sequence graphs in
 <= 60 s on 2 CPU cores (the paper: about 1 epoch per GPU-second on 3k), and
 scoring all 36,855 MBv3 / 95,823 PN modules in <= 10 s each.  The fast path
-is :func:`~autobuild_lib.core.chain_network.train_fused` (the fused network
-with C++ layers).  Issue 19: the MBv3 training is also timed with the frozen
+is :func:`~autobuild_lib.core.chain_network.train_fused` (the whole network and
+the Eq. 4 loss in C++).  Issue 19: the MBv3 training is also timed with the frozen
 baseline loop (:mod:`~autobuild_lib.study.bench_baseline`) and with
 ``train_predictor``'s default path (the tensor chain path, which the committed
 caches were trained with) in the same run, on one thread; ``speedup_ratio`` is
