@@ -74,10 +74,17 @@ def _cache_path(cache_dir: str | Path | None, prefix: str, key: str) -> Path | N
 
 
 def _predictor_key(table: GraphTable, y: np.ndarray, arch_keys: Sequence[str], config: TrainConfig) -> str:
+    """The cache key of a predictor trained on ``y``.
+
+    The labels enter rounded to float32, the precision the predictor trains in: float64 label
+    arithmetic can differ in its last bit between CPUs (numpy's SIMD ``power`` of the
+    ``100**(acc/100)`` equations on AVX-512 and on AVX2 machines), which must not make a committed
+    predictor miss.
+    """
     if len(arch_keys) != len(table) or len(y) != len(table):
         raise ValueError(f"{len(table)} graphs, {len(arch_keys)} arch keys and {len(y)} labels must agree")
-    return _digest("autobuild-predictor", _CACHE_VERSION, list(arch_keys), y, asdict(config),
-                   _code_digest(_MODEL_CODE))
+    return _digest("autobuild-predictor", _CACHE_VERSION, list(arch_keys), np.asarray(y, dtype=np.float32),
+                   asdict(config), _code_digest(_MODEL_CODE))
 
 
 def _load_cached(path: Path | None, key: str, table: GraphTable) -> tuple[TrainResult, dict] | None:

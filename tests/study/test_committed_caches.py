@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from autobuild_lib.core import build
+from autobuild_lib.benchmarks.miniofa import evaluator
+from autobuild_lib.core import build, train_many
 from autobuild_lib.study import chapter06
 from autobuild_lib.study import construction as C
 from autobuild_lib.study import data as study
@@ -25,6 +26,7 @@ def test_chapter05_full_profile_needs_no_training_and_no_evaluation(monkeypatch)
                              "refill with `python -m autobuild_lib chapter05 --space mbv3 --fill` and commit it")
 
     monkeypatch.setattr(build, "train_predictor", refuse)
+    monkeypatch.setattr(train_many, "train_many", refuse)  # build_equations trains its misses through it
     keys = C.chapter05_archs("mbv3")
     assert len(keys) > 243  # four equations' clusters of 3^5, overlaps removed
     ev = study.evaluator("mini-ofa", latency="skip")
@@ -38,7 +40,13 @@ def test_chapter06_full_profile_searches_run_from_the_cache(tmp_path, monkeypatc
         raise AssertionError("chapter 06's AutoBuild predictors are not in data/mini-ofa/predictors: refill "
                              "with `python -m autobuild_lib chapter06 --fill --n-jobs 2` and commit both folders")
 
+    def evaluate(weights, arch):
+        raise AssertionError(f"chapter 06's searches reach {arch}, which evaluations.sqlite lacks: refill with "
+                             "`python -m autobuild_lib chapter06 --fill --n-jobs 2` and commit the cache")
+
     monkeypatch.setattr(build, "train_predictor", refuse)
+    monkeypatch.setattr(train_many, "train_many", refuse)
+    monkeypatch.setattr(evaluator, "acc_unit", evaluate)  # fail at the first miss instead of evaluating
     copy = tmp_path / "evaluations.sqlite"  # a copy, so the test cannot write into data/
     copy.write_bytes((study.mini_ofa_dir() / "evaluations.sqlite").read_bytes())
     p = chapter06.notebook_params(eval_cache=str(copy))

@@ -302,6 +302,23 @@ def test_build_equations_equals_one_build_per_equation_and_uses_the_cache(tiny_s
     pd.testing.assert_frame_equal(again[1].run.scores, built[0].run.scores)
 
 
+def test_predictor_key_ignores_the_last_bits_of_float64_labels(tiny_set):
+    """Label arithmetic may differ in its last float64 bit between CPUs (numpy's SIMD ``**``); the
+    predictor trains on float32 labels, so such a difference keeps the key, a real change does not."""
+    from autobuild_lib.core.build import _predictor_key
+
+    cfg, y = TrainConfig(epochs=2), tiny_set.labels("100**(acc/100)")
+    keys = [tiny_set.space.to_string(a) for a in tiny_set.archs]
+    one_ulp = np.nextafter(y, np.inf)
+    assert not np.array_equal(one_ulp, y)
+    key = _predictor_key(tiny_set.graphs, y, keys, cfg)
+    assert _predictor_key(tiny_set.graphs, one_ulp, keys, cfg) == key
+    changed = y.copy()
+    changed[3] *= 1.001
+    assert _predictor_key(tiny_set.graphs, changed, keys, cfg) != key
+    assert _predictor_key(tiny_set.graphs, y, keys, TrainConfig(epochs=3)) != key
+
+
 def test_new_architectures_take_the_latency_predictors_value():
     sp = mbv3()
     a, b = sample_archs(sp, 2, seed=4)
