@@ -203,6 +203,26 @@ def test_uncached_archs_reads_table_and_cache(tmp_path):
     assert row["source"] == "cache" and row["latency_source"] == "measured"
 
 
+def test_cli_chapter05_count_counts_the_rows_fill_wrote(tmp_path, monkeypatch, capsys):
+    """--fill evaluates accuracy only (latency skipped); --count must count those rows as cached."""
+    from autobuild_lib.benchmarks.pipeline.manifest import sha256_file
+    from autobuild_lib.cli import main
+    from autobuild_lib.study import data as study
+
+    sp = mbv3()
+    keys = [sp.to_string(a) for a in sample_archs(sp, 3, seed=2)]
+    root = _evaluator_root(tmp_path, keys[:1])
+    cache = tmp_path / "c.sqlite"
+    with Evaluator(root, cache=cache)._connect() as con:
+        con.execute("INSERT INTO evaluations VALUES (?,?,?,1,1,1,1,1,1,1,NULL,'skipped')",
+                    ("mbv3", keys[1], sha256_file(root / "supernet-mbv3.pt")))
+    monkeypatch.setattr(study, "mini_ofa_dir", lambda: root)
+    monkeypatch.setattr(C, "chapter05_archs", lambda space, **kw: keys)
+    assert main(["chapter05", "--space", "mbv3", "--count", "--cache", str(cache)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["in benchmark table"], out["cached"], out["to compute"]) == (1, 1, 1)
+
+
 def test_resolve_eval_cache_never_writes_into_the_benchmark_in_smoke(tmp_path):
     root = tmp_path / "bench"
     root.mkdir()
