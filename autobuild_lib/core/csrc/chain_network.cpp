@@ -19,7 +19,7 @@
 //   stats: per layer  BN running_mean, running_var, num_batches_tracked (forward only)
 #include "chain_layer.h"
 
-#include <cmath>
+#include <algorithm>
 #include <vector>
 
 namespace {
