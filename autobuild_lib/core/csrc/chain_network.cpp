@@ -35,9 +35,11 @@ void check_float(const torch::Tensor& t, const char* what) {
               " must be a contiguous float32 CPU tensor");
 }
 
-// Number of categorical features: the numeric ones are the remainder of `fe`.
+// The FE-MLP's parameter list: categorical features first, the numeric ones the remainder of `fe`.
 struct FeLayout {
   int64_t n_cat, n_num, width;
+  std::vector<const float*> num_params;  // per numeric feature: linear1 weight, bias, linear2 weight, bias
+  std::vector<int64_t> num_dims, num_starts;  // its input width and first column in `num`
 };
 
 FeLayout fe_layout(const std::vector<torch::Tensor>& fe, const torch::Tensor& cat) {
@@ -45,8 +47,13 @@ FeLayout fe_layout(const std::vector<torch::Tensor>& fe, const torch::Tensor& ca
   TORCH_CHECK(static_cast<int64_t>(fe.size()) >= 3 * n_cat && (fe.size() - 3 * n_cat) % 4 == 0,
               "FE-MLP parameter list does not match ", n_cat, " categorical features");
   for (const auto& t : fe) check_float(t, "every FE-MLP parameter");
-  const int64_t width = n_cat ? fe[0].size(1) : fe[3 * n_cat].size(0);
-  return {n_cat, static_cast<int64_t>(fe.size() - 3 * n_cat) / 4, width};
+  FeLayout L{n_cat, static_cast<int64_t>(fe.size() - 3 * n_cat) / 4, n_cat ? fe[0].size(1) : fe[0].size(0), {}, {}, {0}};
+  for (int64_t q = 0; q < L.n_num; ++q) {
+    for (int64_t t = 0; t < 4; ++t) L.num_params.push_back(f(fe[3 * n_cat + 4 * q + t]));
+    L.num_dims.push_back(fe[3 * n_cat + 4 * q].size(1));
+    L.num_starts.push_back(L.num_starts.back() + L.num_dims.back());
+  }
+  return L;
 }
 
 }  // namespace
@@ -95,19 +102,14 @@ std::vector<torch::Tensor> network_forward(const std::vector<torch::Tensor>& fe,
   float* R = f(raw);
   float* Hd = f(hidden);
   const int64_t d_all = num.size(1);
-  std::vector<const float*> nw;  // per numeric feature: linear1 weight, bias, linear2 weight, bias
-  std::vector<int64_t> nd;
-  for (int64_t q = 0; q < L.n_num; ++q) {
-    for (int64_t t = 0; t < 4; ++t) nw.push_back(f(fe[3 * L.n_cat + 4 * q + t]));
-    nd.push_back(fe[3 * L.n_cat + 4 * q].size(1));
-  }
+  const std::vector<const float*>& nw = L.num_params;
   const float* X = f(num);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t c = 0; c < L.n_cat; ++c) R[i * cols + c] = values[C[i * L.n_cat + c]];
     const float* x = X + i * d_all;
     for (int64_t q = 0; q < L.n_num; ++q) {
       const float *w1 = nw[4 * q], *b1 = nw[4 * q + 1], *w2 = nw[4 * q + 2];
-      const int64_t d = nd[q];
+      const int64_t d = L.num_dims[q];
       float out = 0.0f;
       for (int64_t k = 0; k < L.width; ++k) {
         float a = 0.0f;
@@ -278,13 +280,6 @@ void network_backward(const std::vector<torch::Tensor>& fe, const std::vector<to
   dvalues.assign(offsets.back(), 0.0);
   const int64_t* C = cat.data_ptr<int64_t>();
   const int64_t d_all = num.size(1);
-  std::vector<const float*> nw;  // per numeric feature: linear1 weight, bias, linear2 weight, bias
-  std::vector<int64_t> nd, nstart{0};
-  for (int64_t q = 0; q < L.n_num; ++q) {
-    for (int64_t t = 0; t < 4; ++t) nw.push_back(f(fe[3 * L.n_cat + 4 * q + t]));
-    nd.push_back(fe[3 * L.n_cat + 4 * q].size(1));
-    nstart.push_back(nstart.back() + nd.back());
-  }
   const float* XN = f(num);
   std::vector<double> gnum(L.n_num * (L.width * d_all + 2 * L.width + 1), 0.0);
   for (int64_t i = 0; i < n; ++i) {
@@ -296,10 +291,10 @@ void network_backward(const std::vector<torch::Tensor>& fe, const std::vector<to
         continue;
       }
       // numeric feature q: out = lin2(lin1(x))
-      const int64_t q = c - L.n_cat, d = nd[q];
-      const float* w2 = nw[4 * q + 2];
+      const int64_t q = c - L.n_cat, d = L.num_dims[q];
+      const float* w2 = L.num_params[4 * q + 2];
       double* gq = gnum.data() + q * (L.width * d_all + 2 * L.width + 1);  // gw1, gb1, gw2, gb2
-      const float* x = XN + i * d_all + nstart[q];
+      const float* x = XN + i * d_all + L.num_starts[q];
       for (int64_t k = 0; k < L.width; ++k) {
         gq[L.width * d + L.width + k] += static_cast<double>(draw * Hd[i * L.n_num * L.width + q * L.width + k]);
         const float da1 = draw * w2[k];
@@ -327,7 +322,7 @@ void network_backward(const std::vector<torch::Tensor>& fe, const std::vector<to
     f(g_fe[3 * c + 2])[0] = static_cast<float>(glb);
   }
   for (int64_t q = 0; q < L.n_num; ++q) {
-    const int64_t d = fe[3 * L.n_cat + 4 * q].size(1);
+    const int64_t d = L.num_dims[q];
     const double* gq = gnum.data() + q * (L.width * d_all + 2 * L.width + 1);
     torch::Tensor* g = g_fe + 3 * L.n_cat + 4 * q;
     for (int64_t k = 0; k < L.width * d; ++k) f(g[0])[k] = static_cast<float>(gq[k]);
